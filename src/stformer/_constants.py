@@ -1,0 +1,18 @@
+"""Names shared across stages: special tokens, dataset columns and file names."""
+
+PAD_TOKEN = "<pad>"
+MASK_TOKEN = "<mask>"
+SPECIAL_TOKENS = (PAD_TOKEN, MASK_TOKEN)
+
+# Columns of a tokenized dataset.
+INPUT_IDS = "input_ids"
+LENGTH = "length"
+NEIGHBOR_START = "neighbor_start"  # index where the neighborhood part of a sequence begins
+CELL_ID = "cell_id"
+
+# Files written beside a tokenized dataset (inside its directory).
+LENGTHS_FILE = "lengths.pkl"
+VOCAB_FILE = "vocab.json"
+TOKENIZE_SUMMARY_FILE = "tokenize_summary.json"
+
+TARGET_SUM = 10_000  # counts per cell after normalization, as in Geneformer

@@ -1,0 +1,135 @@
+"""The ``stformer`` command: one subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+from .tokenize import TokenizerConfig, compute_gene_medians, tokenize_data, write_gene_medians
+from .tokenize._common import InputOptions
+from .vocab import build_token_dictionary, save_token_dictionary
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", nargs="+", type=Path, help="h5ad/loom files or folders of them")
+    parser.add_argument("--layer", help="matrix to read: X (default), raw, or a layers key")
+    parser.add_argument("--gene-id-column", help="var column with gene ids (default: var_names)")
+    parser.add_argument("--gene-mapping", type=Path, help="JSON/pickle: file gene id -> vocab id")
+    parser.add_argument("--duplicate-genes", choices=["sum", "first", "error"], default="sum")
+    parser.add_argument(
+        "--total-counts-column",
+        default="n_counts",
+        help="obs column of per-cell totals, used when present ('' to always compute)",
+    )
+    parser.add_argument(
+        "--accept-normalized",
+        action="store_true",
+        help="accept non-integer (normalized) values without a warning",
+    )
+    parser.add_argument("--chunk-size", type=int, default=4096, help="cells read at once")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _options(args: argparse.Namespace, cls: type[InputOptions], **extra) -> InputOptions:
+    names = {f.name for f in fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    values["total_counts_column"] = args.total_counts_column or None
+    return cls(**values, **extra)
+
+
+def _medians(args: argparse.Namespace) -> None:
+    medians = compute_gene_medians(
+        args.data,
+        method=args.method,
+        options=_options(args, InputOptions),
+        progress=not args.quiet,
+    )
+    write_gene_medians(medians, args.out, overwrite=args.overwrite)
+    print(f"wrote medians of {len(medians)} genes to {args.out}")
+
+
+def _vocab(args: argparse.Namespace) -> None:
+    from ._files import load_mapping_file
+
+    vocab = build_token_dictionary(load_mapping_file(args.medians))
+    save_token_dictionary(vocab, args.out, overwrite=args.overwrite)
+    print(f"wrote vocabulary of {len(vocab)} tokens to {args.out}")
+
+
+def _tokenize(args: argparse.Namespace) -> None:
+    metadata = dict(item.split("=", 1) if "=" in item else (item, item) for item in args.columns)
+    config = _options(args, TokenizerConfig, metadata_columns=metadata)
+    summary = tokenize_data(
+        args.data,
+        args.out,
+        args.medians,
+        args.vocab,
+        config,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``stformer`` command."""
+    parser = argparse.ArgumentParser(prog="stformer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("medians", help="per-gene medians of non-zero normalized expression")
+    _add_input_options(p)
+    p.add_argument("--out", required=True, type=Path, help="output .json (or .pkl)")
+    p.add_argument("--method", choices=["tdigest", "exact"], default="tdigest")
+    p.set_defaults(func=_medians)
+
+    p = sub.add_parser("vocab", help="token dictionary from a medians file")
+    p.add_argument("--medians", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="output .json (or .pkl)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_vocab)
+
+    p = sub.add_parser("tokenize", help="rank-value token dataset from h5ad/loom files")
+    _add_input_options(p)
+    p.add_argument("--medians", required=True, type=Path)
+    p.add_argument("--vocab", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="output dataset folder")
+    p.add_argument("--mode", choices=["spot", "neighborhood"], default="spot")
+    p.add_argument("--max-length", type=int, help="tokens per cell (2048 spot, 4096 neighborhood)")
+    p.add_argument(
+        "--column",
+        dest="columns",
+        action="append",
+        default=[],
+        metavar="OBS[=NAME]",
+        help="obs column to carry into the dataset (repeatable)",
+    )
+    p.add_argument("--min-count-coverage", type=float, default=0.5)
+    p.add_argument("--sample-column", help="obs column naming each cell's sample (slide)")
+    p.add_argument("--n-neighbors", type=int, default=6)
+    p.add_argument("--radius", type=float, help="neighbor distance cutoff")
+    p.add_argument("--spatial-key", default="spatial", help="obsm key of coordinates")
+    p.add_argument("--connectivities-key", help="obsp key of a stored neighbor graph")
+    p.add_argument("--nproc", type=int, default=1, help="worker processes")
+    p.set_defaults(func=_tokenize)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stformer`` command; errors print one clear line and exit 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"stformer {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Pieces shared by the medians and tokenizer stages: options, totals and input checks."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .._files import load_mapping_file
+from .._warnings import StformerWarning
+from ._sources import CountSource, map_gene_ids
+
+
+@dataclass
+class InputOptions:
+    """How to read gene counts from a file.
+
+    Attributes
+    ----------
+    layer
+        Matrix to read: ``None``/``"X"`` for ``X``, ``"raw"`` for ``raw.X``, or a ``layers`` key.
+    gene_id_column
+        ``var`` column (loom: row attribute) holding gene identifiers; ``None`` uses ``var_names``.
+    gene_mapping
+        Optional identifier translation (e.g. symbol -> Ensembl): a dict or a JSON/pickle file.
+    duplicate_genes
+        Several columns with one identifier: ``"sum"`` their counts, keep the ``"first"``, or
+        ``"error"``.
+    total_counts_column
+        ``obs`` column with each cell's total counts (over all genes measured); computed from
+        the matrix when absent.
+    accept_normalized
+        Accept non-integer values (already normalized) without a warning.
+    chunk_size
+        Cells read at once; bounds memory.
+
+    """
+
+    layer: str | None = None
+    gene_id_column: str | None = None
+    gene_mapping: Mapping[str, str] | str | Path | None = None
+    duplicate_genes: str = "sum"
+    total_counts_column: str | None = "n_counts"
+    accept_normalized: bool = False
+    chunk_size: int = 4096
+
+    def resolved_mapping(self) -> dict[str, str] | None:
+        """The gene mapping as a dict (loaded when given as a path)."""
+        if self.gene_mapping is None or isinstance(self.gene_mapping, Mapping):
+            return self.gene_mapping
+        return dict(load_mapping_file(self.gene_mapping))
+
+
+def gene_ids_of(source: CountSource, options: InputOptions) -> np.ndarray:
+    """Identifiers of a file's matrix columns after the optional mapping ('' when unmapped)."""
+    return map_gene_ids(source.raw_gene_ids, options.resolved_mapping())
+
+
+def stored_totals(source: CountSource, options: InputOptions) -> np.ndarray | None:
+    """Per-cell totals (n_obs,) from ``options.total_counts_column``, or ``None`` when absent."""
+    column = options.total_counts_column
+    stored = source.obs_column(column) if column else None
+    return None if stored is None else np.asarray(stored, dtype=np.float64)
+
+
+def chunk_totals(stored: np.ndarray | None, counts: sp.csr_matrix, rows: slice | np.ndarray) -> np.ndarray:
+    """Totals (cells,) of the cells at ``rows``: stored values when given, else row sums."""
+    if stored is None:
+        return np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    return stored[rows]
+
+
+def check_counts(
+    source: CountSource, counts: sp.csr_matrix, totals: np.ndarray, options: InputOptions
+) -> None:
+    """Check a first chunk of counts (cells, genes) and its totals (cells,).
+
+    Fails on negative values or totals below the row sums; warns when values look
+    log-transformed or normalized.
+    """
+    data = counts.data
+    row_sums = np.asarray(counts.sum(axis=1)).ravel()
+    if np.any(totals < row_sums * (1 - 1e-6)):
+        msg = (
+            f"{source.path}: obs column {options.total_counts_column!r} is smaller than the sum "
+            "of the matrix row for some cells, so it cannot be their total counts; fix the column "
+            "or pass total_counts_column=None to compute totals from the matrix"
+        )
+        raise ValueError(msg)
+    if data.size and data.min() < 0:
+        msg = (
+            f"{source.path}: layer {options.layer or 'X'} holds negative values (min "
+            f"{data.min():.3g}); expected raw counts. Choose the counts layer with layer=..."
+        )
+        raise ValueError(msg)
+    if options.accept_normalized or not data.size:
+        return
+    fractional = np.mean(data != np.round(data))
+    if fractional > 0:
+        looks = "log-transformed" if data.max() < 30 else "normalized"
+        warnings.warn(
+            f"{source.path}: {fractional:.0%} of the values in layer {options.layer or 'X'} are "
+            f"not integers (max {data.max():.3g}); the data look {looks}. stformer expects raw "
+            "counts: choose the counts layer with layer=... (e.g. 'raw' or 'counts'), or pass "
+            "accept_normalized=True to rank these values as they are.",
+            StformerWarning,
+            stacklevel=3,
+        )

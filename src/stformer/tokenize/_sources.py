@@ -1,0 +1,272 @@
+"""Readers that stream rows of a count matrix from h5ad (backed) and loom files."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._warnings import StformerWarning
+
+SUFFIXES = (".h5ad", ".loom")
+
+
+def find_data_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Expand files and folders into a sorted list of ``.h5ad``/``.loom`` files."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in SUFFIXES)
+            if not found:
+                msg = f"{p}: folder holds no .h5ad or .loom files"
+                raise FileNotFoundError(msg)
+            files.extend(found)
+        elif not p.exists():
+            msg = f"{p}: file not found"
+            raise FileNotFoundError(msg)
+        elif p.suffix.lower() not in SUFFIXES:
+            msg = f"{p}: unsupported file type {p.suffix!r}; expected .h5ad or .loom"
+            raise ValueError(msg)
+        else:
+            files.append(p)
+    if not files:
+        msg = "no input files given"
+        raise ValueError(msg)
+    return files
+
+
+class CountSource:
+    """Row access to one file's count matrix (cells x genes) and its cell metadata."""
+
+    path: Path
+    n_obs: int
+    raw_gene_ids: np.ndarray  # (n_genes,) identifiers of the matrix columns, as stored
+
+    def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
+        """Rows ``start:stop`` as CSR float64, shape (stop - start, n_genes)."""
+        raise NotImplementedError
+
+    def take_rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Rows at sorted unique indices ``rows`` as CSR float64."""
+        raise NotImplementedError
+
+    def obs_column(self, name: str) -> np.ndarray | None:
+        """One cell-metadata column, or ``None`` when absent."""
+        raise NotImplementedError
+
+    def obs_names(self) -> np.ndarray:
+        """Cell identifiers as strings, shape (n_obs,)."""
+        raise NotImplementedError
+
+    def obsm(self, key: str) -> np.ndarray | None:
+        """A per-cell array such as spatial coordinates (n_obs, d), or ``None`` when absent."""
+        raise NotImplementedError
+
+    def obsp(self, key: str) -> sp.csr_matrix | None:
+        """A cell x cell sparse matrix such as spatial connectivities, or ``None`` when absent."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the file handle."""
+
+    def __enter__(self) -> CountSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _to_csr(block: np.ndarray | sp.spmatrix) -> sp.csr_matrix:
+    return sp.csr_matrix(block, dtype=np.float64)
+
+
+class H5adSource(CountSource):
+    """An ``.h5ad`` file read lazily with h5py and anndata's backed sparse datasets."""
+
+    def __init__(self, path: Path, *, layer: str | None = None, gene_id_column: str | None = None):
+        from anndata.io import read_elem, sparse_dataset
+
+        self.path = Path(path)
+        self._read_elem = read_elem
+        self._file = h5py.File(self.path, "r")
+        f = self._file
+        if layer in (None, "X"):
+            elem, var_key = f.get("X"), "var"
+        elif layer == "raw":
+            elem, var_key = f.get("raw/X"), "raw/var"
+        else:
+            elem, var_key = f.get(f"layers/{layer}"), "var"
+        if elem is None:
+            layers = list(f["layers"].keys()) if "layers" in f else []
+            options = ["X"] + (["raw"] if "raw" in f else []) + layers
+            msg = f"{self.path}: layer {layer!r} not found; available: {options}"
+            raise KeyError(msg)
+        if isinstance(elem, h5py.Group):
+            encoding = elem.attrs.get("encoding-type", "")
+            self._matrix = sparse_dataset(elem)
+            if encoding == "csc_matrix":
+                warnings.warn(
+                    f"{self.path}: matrix is stored column-major (CSC); loading it whole into "
+                    "memory. Rewrite it as CSR to stream it in chunks.",
+                    StformerWarning,
+                    stacklevel=3,
+                )
+                self._matrix = self._matrix.to_memory().tocsr()
+        else:
+            self._matrix = elem
+        self.n_obs = int(self._matrix.shape[0])
+        var = read_elem(f[var_key])
+        if gene_id_column is None:
+            ids = var.index.to_numpy()
+        elif gene_id_column in var.columns:
+            ids = var[gene_id_column].to_numpy()
+        else:
+            msg = (
+                f"{self.path}: var column {gene_id_column!r} not found; available: "
+                f"{list(var.columns)} (leave gene_id_column unset to use var_names)"
+            )
+            raise KeyError(msg)
+        self.raw_gene_ids = np.asarray(ids).astype(str)
+
+    def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
+        return _to_csr(self._matrix[start:stop])
+
+    def take_rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        if len(rows) == 0:
+            return sp.csr_matrix((0, len(self.raw_gene_ids)))
+        return _to_csr(self._matrix[np.asarray(rows, dtype=np.int64)])
+
+    def obs_column(self, name: str) -> np.ndarray | None:
+        obs = self._file["obs"]
+        if name not in obs:
+            return None
+        values = self._read_elem(obs[name])
+        return np.asarray(values.astype(object) if hasattr(values, "categories") else values)
+
+    def obs_names(self) -> np.ndarray:
+        obs = self._file["obs"]
+        return np.asarray(self._read_elem(obs[obs.attrs["_index"]])).astype(str)
+
+    def obsm(self, key: str) -> np.ndarray | None:
+        if f"obsm/{key}" not in self._file:
+            return None
+        return np.asarray(self._read_elem(self._file[f"obsm/{key}"]))
+
+    def obsp(self, key: str) -> sp.csr_matrix | None:
+        if f"obsp/{key}" not in self._file:
+            return None
+        return sp.csr_matrix(self._read_elem(self._file[f"obsp/{key}"]))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class LoomSource(CountSource):
+    """A ``.loom`` file (genes x cells on disk) read through loompy."""
+
+    GENE_ATTRS = ("ensembl_id", "Accession", "Gene")
+
+    def __init__(self, path: Path, *, layer: str | None = None, gene_id_column: str | None = None):
+        try:
+            import loompy
+        except ImportError as err:  # pragma: no cover - depends on the installation
+            msg = "reading .loom files needs loompy: pip install 'stformer[loom]'"
+            raise ImportError(msg) from err
+        self.path = Path(path)
+        self._ds = loompy.connect(str(self.path), mode="r", validate=False)
+        name = "" if layer in (None, "X") else layer
+        if name not in self._ds.layers.keys():
+            msg = f"{self.path}: layer {layer!r} not found; available: {list(self._ds.layers.keys())}"
+            raise KeyError(msg)
+        self._layer = self._ds.layers[name]
+        self.n_obs = int(self._ds.shape[1])
+        attrs = list(self._ds.ra.keys())
+        column = gene_id_column or next((a for a in self.GENE_ATTRS if a in attrs), None)
+        if column not in attrs:
+            msg = (
+                f"{self.path}: row attribute {column!r} not found; available: {attrs}; "
+                "name the gene identifier attribute with gene_id_column"
+            )
+            raise KeyError(msg)
+        self.raw_gene_ids = np.asarray(self._ds.ra[column]).astype(str)
+
+    def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
+        return _to_csr(self._layer[:, start:stop].T)
+
+    def take_rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        if len(rows) == 0:
+            return sp.csr_matrix((0, len(self.raw_gene_ids)))
+        return _to_csr(self._layer[:, np.asarray(rows, dtype=np.int64)].T)
+
+    def obs_column(self, name: str) -> np.ndarray | None:
+        return np.asarray(self._ds.ca[name]) if name in self._ds.ca.keys() else None
+
+    def obs_names(self) -> np.ndarray:
+        names = self.obs_column("CellID")
+        return (names if names is not None else np.arange(self.n_obs)).astype(str)
+
+    def obsm(self, key: str) -> np.ndarray | None:
+        return self.obs_column(key)
+
+    def obsp(self, key: str) -> sp.csr_matrix | None:
+        graphs = self._ds.col_graphs
+        return sp.csr_matrix(graphs[key]) if key in graphs.keys() else None
+
+    def close(self) -> None:
+        self._ds.close()
+
+
+def open_source(
+    path: str | Path, *, layer: str | None = None, gene_id_column: str | None = None
+) -> CountSource:
+    """Open an ``.h5ad`` or ``.loom`` file for chunked reading."""
+    path = Path(path)
+    cls = LoomSource if path.suffix.lower() == ".loom" else H5adSource
+    return cls(path, layer=layer, gene_id_column=gene_id_column)
+
+
+def map_gene_ids(raw_ids: np.ndarray, gene_mapping: dict[str, str] | None) -> np.ndarray:
+    """Translate identifiers through ``gene_mapping`` (e.g. symbol -> Ensembl); unmapped -> ''."""
+    if gene_mapping is None:
+        return raw_ids
+    return pd.Series(raw_ids).map(gene_mapping).fillna("").to_numpy().astype(str)
+
+
+def projection(
+    gene_ids: np.ndarray,
+    target: dict[str, int],
+    *,
+    duplicates: str,
+    weights: np.ndarray | None = None,
+    source: str = "",
+) -> sp.csr_matrix:
+    """Sparse (n_genes, len(target)) matrix mapping file columns onto target columns.
+
+    ``X @ P`` sums duplicated identifiers (``duplicates="sum"``), keeps the first column
+    (``"first"``) or raises (``"error"``). ``weights`` (len(target),) scales target columns.
+    """
+    if duplicates not in ("sum", "first", "error"):
+        msg = f"duplicate_genes must be 'sum', 'first' or 'error', got {duplicates!r}"
+        raise ValueError(msg)
+    cols = np.fromiter((target.get(g, -1) for g in gene_ids), dtype=np.int64, count=len(gene_ids))
+    rows = np.flatnonzero(cols >= 0)
+    cols = cols[rows]
+    if duplicates != "sum":
+        _, first = np.unique(cols, return_index=True)
+        if duplicates == "error" and len(first) < len(cols):
+            dup = pd.Series(gene_ids[rows]).loc[pd.Series(cols).duplicated().to_numpy()]
+            msg = (
+                f"{source}: {len(cols) - len(first)} duplicated gene identifiers, e.g. "
+                f"{list(dup.unique()[:5])}; pass duplicate_genes='sum' or 'first'"
+            )
+            raise ValueError(msg)
+        rows, cols = rows[first], cols[first]
+    values = np.ones(len(rows)) if weights is None else weights[cols]
+    return sp.csr_matrix((values, (rows, cols)), shape=(len(gene_ids), len(target)))

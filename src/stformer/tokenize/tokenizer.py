@@ -1,0 +1,494 @@
+"""Turn h5ad/loom files into a rank-value token dataset (Hugging Face Arrow) plus lengths."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from .._constants import (
+    CELL_ID,
+    INPUT_IDS,
+    LENGTH,
+    LENGTHS_FILE,
+    NEIGHBOR_START,
+    TARGET_SUM,
+    TOKENIZE_SUMMARY_FILE,
+    VOCAB_FILE,
+)
+from .._files import atomic_path, load_mapping_file, write_json, write_pickle
+from ..vocab import load_token_dictionary, validate_token_dictionary
+from ._common import InputOptions, check_counts, chunk_totals, gene_ids_of, stored_totals
+from ._sources import CountSource, find_data_files, open_source, projection
+from .neighbors import graph_from_connectivities, spatial_graph
+from .ranking import concat_ragged, normalize, rank_value_encode
+
+__all__ = ["TokenizerConfig", "tokenize_data"]
+
+MODES = ("spot", "neighborhood")
+
+
+@dataclass
+class TokenizerConfig(InputOptions):
+    """Settings of :func:`tokenize_data` (and of ``stformer tokenize``).
+
+    Attributes (beyond :class:`InputOptions`)
+    ----------------------------------------
+    mode
+        ``"spot"``: each cell's own ranked genes. ``"neighborhood"``: the cell's ranked genes
+        followed by the ranked genes of its spatial neighbors (summed counts, normalized by the
+        neighbors' own totals); each part is capped at half of ``max_length`` unless the other
+        part is shorter.
+    max_length
+        Tokens per cell; ``None`` means 2,048 in spot mode and 4,096 in neighborhood mode.
+    metadata_columns
+        ``obs`` columns carried into the dataset: a list, or ``{obs_column: dataset_column}``.
+    min_count_coverage
+        Fail when the vocabulary covers less than this fraction of a file's counts.
+    sample_column
+        ``obs`` column naming the sample (slide) of each cell; neighbors never cross samples
+        (nor files).
+    n_neighbors, radius
+        Neighborhood graph: ``n_neighbors`` nearest cells within ``radius`` (if set);
+        ``n_neighbors=None`` with a radius keeps every cell within it.
+    spatial_key
+        ``obsm`` key of the coordinates.
+    connectivities_key
+        Use this ``obsp`` graph (e.g. ``"spatial_connectivities"``) instead of building one.
+    nproc
+        Worker processes (each reads its own chunks).
+    max_shard_size
+        Approximate bytes per Arrow shard of the output dataset.
+    """
+
+    mode: str = "spot"
+    max_length: int | None = None
+    metadata_columns: Mapping[str, str] | Sequence[str] | None = None
+    min_count_coverage: float = 0.5
+    sample_column: str | None = None
+    n_neighbors: int | None = 6
+    radius: float | None = None
+    spatial_key: str = "spatial"
+    connectivities_key: str | None = None
+    nproc: int = 1
+    max_shard_size: int = 500_000_000
+
+    @property
+    def length_cap(self) -> int:
+        """``max_length`` with the mode's default filled in."""
+        if self.max_length is not None:
+            return self.max_length
+        return 4096 if self.mode == "neighborhood" else 2048
+
+    def column_map(self) -> dict[str, str]:
+        """``metadata_columns`` as ``{obs_column: dataset_column}``."""
+        cols = self.metadata_columns or {}
+        return dict(cols) if isinstance(cols, Mapping) else {c: c for c in cols}
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` on settings that cannot work."""
+        if self.mode not in MODES:
+            msg = f"mode must be one of {MODES}, got {self.mode!r}"
+            raise ValueError(msg)
+        if self.length_cap < (2 if self.mode == "neighborhood" else 1):
+            msg = f"max_length must be positive (2 or more in neighborhood mode), got {self.max_length}"
+            raise ValueError(msg)
+        if not 0 <= self.min_count_coverage <= 1:
+            msg = f"min_count_coverage must lie in [0, 1], got {self.min_count_coverage}"
+            raise ValueError(msg)
+        if self.chunk_size < 1 or self.nproc < 1:
+            msg = f"chunk_size and nproc must be >= 1, got {self.chunk_size} and {self.nproc}"
+            raise ValueError(msg)
+
+
+@dataclass
+class _FilePlan:
+    """Everything a worker needs to tokenize chunks of one file."""
+
+    path: Path
+    weighted_projection: sp.csr_matrix  # (file genes, vocab genes): target_sum / median
+    token_ids: np.ndarray  # (vocab genes,) token id of each projected column
+    totals: np.ndarray | None  # (cells,) stored totals, or None to use row sums
+    graph: sp.csr_matrix | None  # (cells, cells) neighbor graph in neighborhood mode
+    gene_coverage: float
+    stats: dict = field(default_factory=dict)
+
+
+_PLANS: list[_FilePlan] = []  # read by worker processes (inherited through fork)
+_OPEN: dict[int, CountSource] = {}
+
+
+def _source(plan_index: int, config: TokenizerConfig) -> CountSource:
+    if plan_index not in _OPEN:
+        plan = _PLANS[plan_index]
+        _OPEN[plan_index] = open_source(plan.path, layer=config.layer, gene_id_column=config.gene_id_column)
+    return _OPEN[plan_index]
+
+
+def _encode_chunk(task: tuple[int, int, int, TokenizerConfig]) -> dict:
+    """Tokenize cells ``start:stop`` of one file; returns tokens, lengths and counters."""
+    plan_index, start, stop, config = task
+    plan, src = _PLANS[plan_index], _source(plan_index, config)
+    counts = src.read_rows(start, stop)  # (cells, file genes)
+    totals = chunk_totals(plan.totals, counts, slice(start, stop))
+    covered = counts @ (plan.weighted_projection != 0).astype(np.float64)
+    keep = totals > 0
+    own = normalize(counts[keep], totals[keep], plan.weighted_projection)
+    if config.mode == "spot":
+        tokens, lengths = rank_value_encode(own, plan.token_ids, config.length_cap)
+        neighbor_start = None
+    else:
+        nb_values = _neighborhood_values(src, plan, np.arange(start, stop)[keep])
+        nb_count = np.diff(nb_values.indptr)
+        half = config.length_cap // 2
+        own_cap = config.length_cap - np.minimum(nb_count, half)
+        own_part = rank_value_encode(own, plan.token_ids, own_cap)
+        nb_cap = config.length_cap - own_part[1]
+        nb_part = rank_value_encode(nb_values, plan.token_ids, nb_cap)
+        tokens, lengths = concat_ragged(own_part, nb_part)
+        neighbor_start = own_part[1]
+    rows = np.flatnonzero(keep)
+    if neighbor_start is None:
+        nonempty = lengths > 0
+    else:
+        nonempty = neighbor_start > 0
+        neighbor_start = neighbor_start[nonempty]
+    tokens, lengths = _select_rows(tokens, lengths, nonempty)
+    return {
+        "plan": plan_index,
+        "n_cells": stop - start,
+        "rows": start + rows[nonempty],
+        "tokens": tokens,
+        "lengths": lengths,
+        "neighbor_start": neighbor_start,
+        "counts_total": float(counts.sum()),
+        "counts_covered": float(covered.sum()),
+    }
+
+
+def _neighborhood_values(src: CountSource, plan: _FilePlan, cells: np.ndarray) -> sp.csr_matrix:
+    """Normalized summed counts of each cell's neighbors (cells, vocab genes)."""
+    adjacency = plan.graph[cells]  # (cells, all cells)
+    members = np.unique(adjacency.indices)
+    neighbor_counts = src.take_rows(members)  # (members, file genes)
+    local = sp.csr_matrix(
+        (adjacency.data, np.searchsorted(members, adjacency.indices), adjacency.indptr),
+        shape=(len(cells), len(members)),
+    )
+    member_totals = chunk_totals(plan.totals, neighbor_counts, members)
+    summed = local @ neighbor_counts  # (cells, file genes)
+    summed_totals = local @ member_totals
+    has = summed_totals > 0
+    inverse_safe = np.where(has, summed_totals, 1.0)
+    values = normalize(summed, inverse_safe, plan.weighted_projection)
+    return sp.diags(has.astype(np.float64)) @ values
+
+
+def _select_rows(tokens: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if keep.all():
+        return tokens, lengths
+    return tokens[np.repeat(keep, lengths)], lengths[keep]
+
+
+def _plan_file(
+    path: Path,
+    medians: Mapping[str, float],
+    vocab: Mapping[str, int],
+    config: TokenizerConfig,
+) -> _FilePlan:
+    """Open a file, map its genes onto the vocabulary, check a first chunk, build its graph."""
+    with open_source(path, layer=config.layer, gene_id_column=config.gene_id_column) as src:
+        gene_ids = gene_ids_of(src, config)
+        known = [g for g in dict.fromkeys(gene_ids) if g in vocab and g in medians]
+        known.sort(key=vocab.__getitem__)
+        gene_coverage = float(np.isin(gene_ids, known).mean()) if len(gene_ids) else 0.0
+        if not known:
+            msg = _coverage_message(path, gene_ids, 0.0, 0.0, config)
+            raise ValueError(msg)
+        weights = np.array([TARGET_SUM / medians[g] for g in known])
+        proj = projection(
+            gene_ids,
+            {g: i for i, g in enumerate(known)},
+            duplicates=config.duplicate_genes,
+            weights=weights,
+            source=str(path),
+        )
+        totals = stored_totals(src, config)
+        for column in config.column_map():
+            if src.obs_column(column) is None:
+                msg = f"{path}: obs column {column!r} (asked for in metadata_columns) not found"
+                raise KeyError(msg)
+        first = src.read_rows(0, min(config.chunk_size, src.n_obs))
+        check_counts(src, first, chunk_totals(totals, first, slice(0, first.shape[0])), config)
+        total = first.sum()
+        count_coverage = float((first @ (proj != 0)).sum() / total) if total else 1.0
+        if count_coverage < config.min_count_coverage:
+            msg = _coverage_message(path, gene_ids, gene_coverage, count_coverage, config)
+            raise ValueError(msg)
+        graph = _neighbor_graph(src, config) if config.mode == "neighborhood" else None
+        return _FilePlan(
+            path=path,
+            weighted_projection=proj,
+            token_ids=np.array([vocab[g] for g in known], dtype=np.int64),
+            totals=totals,
+            graph=graph,
+            gene_coverage=gene_coverage,
+            stats={"n_cells": src.n_obs},
+        )
+
+
+def _coverage_message(
+    path: Path, gene_ids: np.ndarray, genes: float, counts: float, config: TokenizerConfig
+) -> str:
+    example = list(gene_ids[:3])
+    looks_ensembl = np.mean(np.char.startswith(gene_ids.astype(str), "ENS")) > 0.5
+    cause = (
+        "the file has Ensembl-like ids: check the species of the vocabulary"
+        if looks_ensembl
+        else "the file looks like it uses gene symbols: give gene_id_column= for a var column of "
+        "Ensembl ids, or gene_mapping= (symbol -> Ensembl)"
+    )
+    return (
+        f"{path}: the vocabulary covers {genes:.1%} of the file's genes and {counts:.1%} of its "
+        f"counts (minimum {config.min_count_coverage:.0%} of counts); file gene ids look like "
+        f"{example}. Likely cause: {cause}."
+    )
+
+
+def _neighbor_graph(src: CountSource, config: TokenizerConfig) -> sp.csr_matrix:
+    if config.connectivities_key is not None:
+        stored = src.obsp(config.connectivities_key)
+        if stored is None:
+            msg = f"{src.path}: obsp[{config.connectivities_key!r}] not found"
+            raise KeyError(msg)
+        return graph_from_connectivities(stored)
+    coords = src.obsm(config.spatial_key)
+    if coords is None:
+        msg = (
+            f"{src.path}: obsm[{config.spatial_key!r}] (spatial coordinates) not found; needed "
+            "in neighborhood mode. Set spatial_key= or connectivities_key="
+        )
+        raise KeyError(msg)
+    samples = None
+    if config.sample_column is not None:
+        samples = src.obs_column(config.sample_column)
+        if samples is None:
+            msg = f"{src.path}: obs column {config.sample_column!r} (sample_column) not found"
+            raise KeyError(msg)
+        samples = np.asarray(samples).astype(str)
+    return spatial_graph(coords, samples, n_neighbors=config.n_neighbors, radius=config.radius)
+
+
+def _tasks(config: TokenizerConfig) -> Iterator[tuple[int, int, int, TokenizerConfig]]:
+    for i, plan in enumerate(_PLANS):
+        n = plan.stats["n_cells"]
+        for start in range(0, n, config.chunk_size):
+            yield i, start, min(start + config.chunk_size, n), config
+
+
+def _metadata(plans: list[_FilePlan], config: TokenizerConfig) -> list[dict[str, np.ndarray]]:
+    """Per file: cell ids and the carried obs columns, whole (one value per cell)."""
+    out = []
+    for plan in plans:
+        with open_source(plan.path, layer=config.layer, gene_id_column=config.gene_id_column) as s:
+            columns = {CELL_ID: s.obs_names()}
+            columns.update({new: s.obs_column(old) for old, new in config.column_map().items()})
+        out.append(columns)
+    return out
+
+
+def tokenize_data(
+    data: str | Path | Sequence[str | Path],
+    output_dir: str | Path,
+    gene_medians: Mapping[str, float] | str | Path,
+    token_dictionary: Mapping[str, int] | str | Path,
+    config: TokenizerConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    **options,
+) -> dict:
+    """Tokenize cells of h5ad/loom files (or folders) into a Hugging Face dataset on disk.
+
+    Each cell becomes ``input_ids``: its expressed vocabulary genes ordered by
+    ``count / cell_total * 10,000 / gene_median``, highest first (ties: lower token id first),
+    truncated to ``max_length``. Cells with no expressed vocabulary gene are dropped and counted.
+
+    ``output_dir`` becomes a dataset for :func:`datasets.load_from_disk` with columns
+    ``input_ids``, ``length``, ``cell_id``, the metadata columns and, in neighborhood mode,
+    ``neighbor_start``; beside the Arrow shards it holds ``lengths.pkl`` (one length per example,
+    in order, for ``STFormerPretrainer``), ``vocab.json`` and ``tokenize_summary.json``. It is
+    written to a temporary path and renamed when complete.
+
+    Options are given as a :class:`TokenizerConfig` or as its fields by keyword.
+    Returns the summary (cells kept and dropped, gene and count coverage per file).
+
+    >>> summary = tokenize_data("pbmc.h5ad", "pbmc_tokens", "medians.json",
+    ...                         "vocab.json", metadata_columns=["cell_type"])  # doctest: +SKIP
+    """
+    from datasets import Dataset, Features, concatenate_datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    if config is not None and options:
+        msg = "pass either config= or keyword options, not both"
+        raise TypeError(msg)
+    config = config or TokenizerConfig(**options)
+    config.validate()
+    medians = _load_medians(gene_medians)
+    vocab = (
+        load_token_dictionary(token_dictionary)
+        if isinstance(token_dictionary, (str, Path))
+        else validate_token_dictionary(token_dictionary)
+    )
+    files = find_data_files(data)
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        msg = f"{output_dir} already exists; choose another output or pass overwrite=True (--overwrite)"
+        raise FileExistsError(msg)
+
+    plans = [_plan_file(path, medians, vocab, config) for path in files]
+    metadata = _metadata(plans, config)
+    _PLANS[:] = plans
+    all_lengths: list[np.ndarray] = []
+    with atomic_path(output_dir, overwrite=overwrite) as target:
+        shard_dir = target.parent / "shards"
+        shard_dir.mkdir()
+        shards, writer, features, shard_bytes = [], None, None, 0
+        bar = tqdm(
+            total=sum(p.stats["n_cells"] for p in plans),
+            unit="cell",
+            disable=not progress,
+            desc=f"tokenize ({config.mode})",
+        )
+        try:
+            for result in _run(config):
+                plan = plans[result["plan"]]
+                table = _to_table(result, metadata[result["plan"]])
+                features = features or Features.from_arrow_schema(table.schema)
+                if writer is None or shard_bytes > config.max_shard_size:
+                    if writer is not None:
+                        writer.finalize()
+                        writer.close()
+                    shards.append(shard_dir / f"shard-{len(shards):05d}.arrow")
+                    writer = ArrowWriter(path=str(shards[-1]), features=features)
+                    shard_bytes = 0
+                writer.write_table(table.cast(features.arrow_schema))
+                shard_bytes += table.nbytes
+                all_lengths.append(result["lengths"])
+                stats = plan.stats
+                stats["n_tokenized"] = stats.get("n_tokenized", 0) + len(result["lengths"])
+                stats["counts_total"] = stats.get("counts_total", 0.0) + result["counts_total"]
+                stats["counts_covered"] = stats.get("counts_covered", 0.0) + result["counts_covered"]
+                bar.update(result["n_cells"])
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.finalize()
+                writer.close()
+        lengths = np.concatenate(all_lengths) if all_lengths else np.empty(0, np.int64)
+        if len(lengths) == 0:
+            msg = f"no cell of {[str(f) for f in files]} expresses a vocabulary gene; nothing to write"
+            raise ValueError(msg)
+        dataset = concatenate_datasets([Dataset.from_file(str(s)) for s in shards])
+        with _datasets_progress(progress):
+            dataset.save_to_disk(str(target), max_shard_size=config.max_shard_size)
+        del dataset
+        shutil.rmtree(shard_dir)
+        summary = _summary(plans, config, len(vocab))
+        write_pickle(lengths.tolist(), target / LENGTHS_FILE)
+        write_json(vocab, target / VOCAB_FILE)
+        write_json(summary, target / TOKENIZE_SUMMARY_FILE)
+    return summary
+
+
+@contextlib.contextmanager
+def _datasets_progress(enabled: bool) -> Iterator[None]:
+    """Silence the datasets library's own progress bars unless ``enabled``."""
+    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    if not enabled:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            enable_progress_bars()
+
+
+def _run(config: TokenizerConfig) -> Iterator[dict]:
+    if config.nproc == 1:
+        try:
+            yield from map(_encode_chunk, _tasks(config))
+        finally:
+            _close_sources()
+        return
+    context = multiprocessing.get_context("fork")
+    with context.Pool(config.nproc) as pool:
+        yield from pool.imap(_encode_chunk, _tasks(config))
+
+
+def _close_sources() -> None:
+    for src in _OPEN.values():
+        src.close()
+    _OPEN.clear()
+
+
+def _to_table(result: dict, metadata: dict[str, np.ndarray]) -> pa.Table:
+    offsets = np.concatenate([[0], np.cumsum(result["lengths"])]).astype(np.int32)
+    columns = {
+        INPUT_IDS: pa.ListArray.from_arrays(pa.array(offsets), pa.array(result["tokens"])),
+        LENGTH: pa.array(result["lengths"], type=pa.int64()),
+    }
+    if result["neighbor_start"] is not None:
+        columns[NEIGHBOR_START] = pa.array(result["neighbor_start"], type=pa.int64())
+    for name, values in metadata.items():
+        columns[name] = pa.array(values[result["rows"]])
+    return pa.table(columns)
+
+
+def _load_medians(gene_medians: Mapping[str, float] | str | Path) -> dict[str, float]:
+    medians = gene_medians
+    if isinstance(gene_medians, (str, Path)):
+        medians = load_mapping_file(gene_medians)
+    bad = [(g, m) for g, m in dict(medians).items() if not (isinstance(m, (int, float)) and m > 0)]
+    if bad:
+        msg = f"gene medians must be positive numbers; first offending entry: {bad[0]!r}"
+        raise ValueError(msg)
+    return dict(medians)
+
+
+def _summary(plans: list[_FilePlan], config: TokenizerConfig, vocab_size: int) -> dict:
+    files = []
+    for plan in plans:
+        s = plan.stats
+        total = s.get("counts_total", 0.0)
+        files.append(
+            {
+                "file": str(plan.path),
+                "n_cells": s["n_cells"],
+                "n_tokenized": s.get("n_tokenized", 0),
+                "n_dropped_empty": s["n_cells"] - s.get("n_tokenized", 0),
+                "gene_coverage": plan.gene_coverage,
+                "count_coverage": s.get("counts_covered", 0.0) / total if total else 0.0,
+            }
+        )
+    settings = {k: v for k, v in asdict(config).items() if k != "gene_mapping"}
+    settings["max_length"] = config.length_cap
+    return {
+        "n_cells": sum(f["n_cells"] for f in files),
+        "n_tokenized": sum(f["n_tokenized"] for f in files),
+        "n_dropped_empty": sum(f["n_dropped_empty"] for f in files),
+        "vocab_size": vocab_size,
+        "files": files,
+        "config": json.loads(json.dumps(settings, default=str)),
+    }

@@ -1,0 +1,82 @@
+"""Token dictionary (vocabulary): gene identifier -> token id, with ``<pad>`` and ``<mask>``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from ._constants import SPECIAL_TOKENS
+from ._files import load_mapping_file, write_mapping
+
+__all__ = [
+    "build_token_dictionary",
+    "load_token_dictionary",
+    "save_token_dictionary",
+    "validate_token_dictionary",
+]
+
+
+def validate_token_dictionary(token_dict: Mapping, *, source: str = "token dictionary") -> dict:
+    """Check a token dictionary and return it as a plain ``dict[str, int]``.
+
+    Requires string tokens, ``<pad>`` and ``<mask>`` present, and ids that are unique,
+    non-negative and dense (``0 .. len - 1``).
+    """
+    if not isinstance(token_dict, Mapping) or not token_dict:
+        msg = f"{source}: expected a non-empty mapping of token -> id, got {type(token_dict).__name__}"
+        raise ValueError(msg)
+    bad = [(k, v) for k, v in token_dict.items() if not isinstance(k, str) or type(v) is not int]
+    if bad:
+        msg = f"{source}: tokens must be strings and ids integers; first offending entry: {bad[0]!r}"
+        raise ValueError(msg)
+    missing = [t for t in SPECIAL_TOKENS if t not in token_dict]
+    if missing:
+        msg = (
+            f"{source}: special token(s) {missing} missing; add them (for example with "
+            "build_token_dictionary, which puts <pad>=0 and <mask>=1 first)"
+        )
+        raise ValueError(msg)
+    ids = sorted(token_dict.values())
+    if ids != list(range(len(ids))):
+        dup = sorted(i for i, n in Counter(ids).items() if n > 1)[:5]
+        detail = f"duplicated ids {dup}" if dup else f"ids span {ids[0]}..{ids[-1]}"
+        msg = f"{source}: ids must be unique, non-negative and dense 0..{len(ids) - 1}; {detail}"
+        raise ValueError(msg)
+    return dict(token_dict)
+
+
+def load_token_dictionary(path: str | Path) -> dict[str, int]:
+    """Load and validate a token dictionary from JSON or a (restricted) pickle.
+
+    Examples
+    --------
+    >>> vocab = load_token_dictionary("vocab.json")  # doctest: +SKIP
+    >>> vocab["<pad>"]  # doctest: +SKIP
+    0
+
+    """
+    return validate_token_dictionary(load_mapping_file(path), source=str(path))
+
+
+def save_token_dictionary(
+    token_dict: Mapping[str, int], path: str | Path, *, overwrite: bool = False
+) -> Path:
+    """Validate and write a token dictionary: pickle for ``.pkl``/``.pickle``, JSON otherwise."""
+    return write_mapping(validate_token_dictionary(token_dict), path, overwrite=overwrite)
+
+
+def build_token_dictionary(gene_medians: Mapping[str, float]) -> dict[str, int]:
+    """Build a vocabulary from gene medians: ``<pad>``=0, ``<mask>``=1, genes after, sorted by id.
+
+    Examples
+    --------
+    >>> build_token_dictionary({"GENE_B": 2.0, "GENE_A": 1.0})
+    {'<pad>': 0, '<mask>': 1, 'GENE_A': 2, 'GENE_B': 3}
+
+    """
+    genes = sorted(g for g in gene_medians if g not in SPECIAL_TOKENS)
+    if not genes:
+        msg = "gene medians are empty: compute them with `stformer medians` first"
+        raise ValueError(msg)
+    return {token: i for i, token in enumerate([*SPECIAL_TOKENS, *genes])}

@@ -1,0 +1,52 @@
+"""Synthetic data generators for tests and benchmarks."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+def gene_names(n_genes: int) -> list[str]:
+    return [f"ENSG{i:011d}" for i in range(n_genes)]
+
+
+def counts_matrix(n_cells: int, n_genes: int, *, expressed: int = 200, seed: int = 0) -> sp.csr_matrix:
+    """Sparse negative-binomial-like counts: about ``expressed`` non-zero genes per cell."""
+    rng = np.random.default_rng(seed)
+    gene_rate = rng.gamma(0.6, 1.0, n_genes)  # skewed gene popularity
+    p = gene_rate / gene_rate.sum()
+    n_expr = np.clip(rng.poisson(expressed, n_cells), 1, n_genes)
+    indptr = np.concatenate([[0], np.cumsum(n_expr)])
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    for i in range(n_cells):
+        indices[indptr[i] : indptr[i + 1]] = np.sort(rng.choice(n_genes, n_expr[i], replace=False, p=p))
+    data = rng.negative_binomial(2, 0.3, indptr[-1]).astype(np.float32) + 1
+    return sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_genes))
+
+
+def make_adata(
+    n_cells: int = 300,
+    n_genes: int = 500,
+    *,
+    expressed: int = 60,
+    n_samples: int = 1,
+    seed: int = 0,
+) -> ad.AnnData:
+    """AnnData with counts, cell types, samples and spatial coordinates (one grid per sample)."""
+    rng = np.random.default_rng(seed)
+    X = counts_matrix(n_cells, n_genes, expressed=expressed, seed=seed)
+    sample = np.repeat(np.arange(n_samples), -(-n_cells // n_samples))[:n_cells]
+    side = int(np.ceil(np.sqrt(n_cells / n_samples)))
+    within = np.concatenate([np.arange(np.sum(sample == s)) for s in range(n_samples)])
+    coords = np.stack([within % side, within // side], axis=1).astype(float)
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(rng.choice(["T", "B", "NK"], n_cells)),
+            "sample": [f"slide{s}" for s in sample],
+        },
+        index=[f"cell{i}" for i in range(n_cells)],
+    )
+    var = pd.DataFrame(index=gene_names(n_genes))
+    return ad.AnnData(X=X, obs=obs, var=var, obsm={"spatial": coords})

@@ -1,0 +1,43 @@
+import json
+
+from datasets import load_from_disk
+from synthetic import make_adata
+
+from stformer.cli import main
+
+
+def test_cli_pipeline_and_errors(tmp_path, capsys):
+    adata = make_adata(50, 40, expressed=10, n_samples=2)
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    med, voc, out = tmp_path / "m.json", tmp_path / "v.pkl", tmp_path / "tok"
+    assert main(["medians", str(tmp_path), "--out", str(med), "--method", "exact", "--quiet"]) == 0
+    assert main(["vocab", "--medians", str(med), "--out", str(voc)]) == 0
+    args = [
+        "tokenize",
+        str(tmp_path / "a.h5ad"),
+        "--medians",
+        str(med),
+        "--vocab",
+        str(voc),
+        "--out",
+        str(out),
+        "--mode",
+        "neighborhood",
+        "--max-length",
+        "30",
+        "--sample-column",
+        "sample",
+        "--column",
+        "cell_type=label",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    ds = load_from_disk(str(out))
+    assert set(ds.column_names) == {"input_ids", "length", "neighbor_start", "cell_id", "label"}
+    assert max(ds["length"]) <= 30
+    assert json.loads((out / "vocab.json").read_text())["<pad>"] == 0
+    capsys.readouterr()
+    assert main(args) == 1
+    assert "tok already exists" in capsys.readouterr().err
+    assert main(["medians", str(tmp_path / "x.h5ad"), "--out", str(med)]) == 1
+    assert "x.h5ad: file not found" in capsys.readouterr().err
