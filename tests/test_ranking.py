@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
-from stformer.tokenize.ranking import concat_ragged, normalize, rank_value_encode
+from stformer.tokenize._sources import ColumnMap
+from stformer.tokenize.ranking import concat_ragged, neighbor_sums, rank_value_encode, scale_rows
 
 
 def _ragged_to_lists(tokens, lengths):
@@ -10,19 +12,20 @@ def _ragged_to_lists(tokens, lengths):
 
 def test_zeros_excluded_and_descending_order():
     values = sp.csr_matrix(np.array([[0.0, 3.0, 0.0, 1.0], [2.0, 0.0, 0.0, 0.0]]))
-    tokens, lengths = rank_value_encode(values, np.array([10, 11, 12, 13]), 2048)
-    assert _ragged_to_lists(tokens, lengths) == [[11, 13], [10]]
+    tokens, lengths = rank_value_encode(values, 2048)
+    assert _ragged_to_lists(tokens, lengths) == [[1, 3], [0]]
 
 
-def test_ties_go_to_lower_token_id_whatever_the_column_order():
-    values = sp.csr_matrix(np.array([[1.0, 1.0, 1.0, 2.0]]))
-    tokens, _ = rank_value_encode(values, np.array([9, 4, 7, 5]), 10)
+def test_ties_go_to_lower_token_id_whatever_the_storage_order():
+    # column indices are token ids, deliberately stored unsorted
+    values = sp.csr_matrix((np.array([1.0, 1.0, 1.0, 2.0]), np.array([9, 4, 7, 5]), [0, 4]), shape=(1, 10))
+    tokens, _ = rank_value_encode(values, 10)
     assert tokens.tolist() == [5, 4, 7, 9]
 
 
 def test_truncation_keeps_the_highest_values():
     values = sp.csr_matrix(np.arange(1.0, 11.0)[None, :])
-    tokens, lengths = rank_value_encode(values, np.arange(10), 3)
+    tokens, lengths = rank_value_encode(values, 3)
     assert tokens.tolist() == [9, 8, 7] and lengths.tolist() == [3]
 
 
@@ -30,7 +33,7 @@ def test_per_row_caps_and_many_blocks():
     rng = np.random.default_rng(0)
     dense = rng.random((1200, 30)) * (rng.random((1200, 30)) < 0.5)
     caps = rng.integers(1, 20, 1200)
-    tokens, lengths = rank_value_encode(sp.csr_matrix(dense), np.arange(30), caps)
+    tokens, lengths = rank_value_encode(sp.csr_matrix(dense), caps)
     expected = [
         sorted(np.flatnonzero(row), key=lambda j: -row[j])[:cap] for row, cap in zip(dense, caps, strict=True)
     ]
@@ -38,13 +41,42 @@ def test_per_row_caps_and_many_blocks():
 
 
 def test_median_normalization_changes_the_order():
-    counts = sp.csr_matrix(np.array([[10.0, 2.0]]))
-    # gene 0 is usually high (median 100), gene 1 usually low (median 1): gene 1 ranks first
-    weights = sp.csr_matrix(np.diag([10_000 / 100, 10_000 / 1]))
-    values = normalize(counts, np.array([12.0]), weights)
-    np.testing.assert_allclose(values.toarray(), [[10 / 12 * 100, 2 / 12 * 10_000]])
-    tokens, _ = rank_value_encode(values, np.array([2, 3]), 5)
+    counts = sp.csr_matrix(np.array([[10.0, 2.0, 7.0]]))
+    # gene A is usually high (median 100), gene B usually low (median 1); gene C is unknown
+    columns = ColumnMap.build(
+        np.array(["A", "B", "C"]),
+        {"A": 2, "B": 3},
+        4,
+        duplicates="sum",
+        weights={"A": 10_000 / 100, "B": 10_000 / 1},
+    )
+    weighted, covered = columns.apply(counts)
+    values = scale_rows(weighted, np.array([1 / 19]))
+    np.testing.assert_allclose(values.toarray(), [[0, 0, 10 / 19 * 100, 2 / 19 * 10_000]])
+    tokens, _ = rank_value_encode(values, 5)
     assert tokens.tolist() == [3, 2]
+    assert covered == 12
+
+
+def test_column_map_duplicate_rules():
+    counts = sp.csr_matrix(np.array([[1.0, 5.0, 2.0], [0.0, 0.0, 3.0]]))
+    ids = np.array(["A", "B", "A"])
+    summed, _ = ColumnMap.build(ids, {"A": 0, "B": 1}, 2, duplicates="sum").apply(counts)
+    first, covered = ColumnMap.build(ids, {"A": 0, "B": 1}, 2, duplicates="first").apply(counts)
+    np.testing.assert_array_equal(summed.toarray(), [[3, 5], [3, 0]])
+    np.testing.assert_array_equal(first.toarray(), [[1, 5], [0, 0]])
+    assert covered == 6
+    with pytest.raises(ValueError, match="1 duplicated gene identifiers, e.g. \\['A'\\]"):
+        ColumnMap.build(ids, {"A": 0, "B": 1}, 2, duplicates="error")
+
+
+def test_neighbor_sums_equals_sparse_product():
+    adjacency = sp.random(300, 80, density=0.05, random_state=2, format="csr")
+    adjacency.data[:] = 1
+    values = sp.random(80, 50, density=0.3, random_state=3, format="csr")
+    got = neighbor_sums(adjacency, values)
+    np.testing.assert_allclose(got.toarray(), (adjacency @ values).toarray())
+    assert got.shape == (300, 50)
 
 
 def test_concat_ragged():

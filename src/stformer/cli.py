@@ -30,7 +30,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept non-integer (normalized) values without a warning",
     )
-    parser.add_argument("--chunk-size", type=int, default=4096, help="cells read at once")
+    parser.add_argument("--chunk-size", type=int, default=2048, help="cells read at once")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -46,7 +46,7 @@ class InputOptions:
     duplicate_genes: str = "sum"
     total_counts_column: str | None = "n_counts"
     accept_normalized: bool = False
-    chunk_size: int = 4096
+    chunk_size: int = 2048
 
     def resolved_mapping(self) -> dict[str, str] | None:
         """The gene mapping as a dict (loaded when given as a path)."""

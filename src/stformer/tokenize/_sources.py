@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -54,7 +55,19 @@ class CountSource:
         raise NotImplementedError
 
     def take_rows(self, rows: np.ndarray) -> sp.csr_matrix:
-        """Rows at sorted unique indices ``rows`` as CSR float64."""
+        """Rows at sorted unique indices ``rows`` as CSR float64.
+
+        Reads the covering range in one go when the rows are dense in it (spatially ordered
+        files), else row by row.
+        """
+        if len(rows) == 0:
+            return sp.csr_matrix((0, len(self.raw_gene_ids)))
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        if hi - lo <= 2 * len(rows) + 1024:
+            return self.read_rows(lo, hi)[rows - lo]
+        return self._take_scattered(rows)
+
+    def _take_scattered(self, rows: np.ndarray) -> sp.csr_matrix:
         raise NotImplementedError
 
     def obs_column(self, name: str) -> np.ndarray | None:
@@ -138,9 +151,7 @@ class H5adSource(CountSource):
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
         return _to_csr(self._matrix[start:stop])
 
-    def take_rows(self, rows: np.ndarray) -> sp.csr_matrix:
-        if len(rows) == 0:
-            return sp.csr_matrix((0, len(self.raw_gene_ids)))
+    def _take_scattered(self, rows: np.ndarray) -> sp.csr_matrix:
         return _to_csr(self._matrix[np.asarray(rows, dtype=np.int64)])
 
     def obs_column(self, name: str) -> np.ndarray | None:
@@ -200,9 +211,7 @@ class LoomSource(CountSource):
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
         return _to_csr(self._layer[:, start:stop].T)
 
-    def take_rows(self, rows: np.ndarray) -> sp.csr_matrix:
-        if len(rows) == 0:
-            return sp.csr_matrix((0, len(self.raw_gene_ids)))
+    def _take_scattered(self, rows: np.ndarray) -> sp.csr_matrix:
         return _to_csr(self._layer[:, np.asarray(rows, dtype=np.int64)].T)
 
     def obs_column(self, name: str) -> np.ndarray | None:
@@ -239,34 +248,62 @@ def map_gene_ids(raw_ids: np.ndarray, gene_mapping: dict[str, str] | None) -> np
     return pd.Series(raw_ids).map(gene_mapping).fillna("").to_numpy().astype(str)
 
 
-def projection(
-    gene_ids: np.ndarray,
-    target: dict[str, int],
-    *,
-    duplicates: str,
-    weights: np.ndarray | None = None,
-    source: str = "",
-) -> sp.csr_matrix:
-    """Sparse (n_genes, len(target)) matrix mapping file columns onto target columns.
+@dataclass
+class ColumnMap:
+    """Where each column of a file's matrix goes: a target column (-1: dropped) and a weight.
 
-    ``X @ P`` sums duplicated identifiers (``duplicates="sum"``), keeps the first column
-    (``"first"``) or raises (``"error"``). ``weights`` (len(target),) scales target columns.
+    ``apply(counts)`` turns a (cells, file genes) CSR into (cells, n_targets) CSR holding
+    ``count * weight``; duplicated identifiers are summed into one target column.
     """
-    if duplicates not in ("sum", "first", "error"):
-        msg = f"duplicate_genes must be 'sum', 'first' or 'error', got {duplicates!r}"
-        raise ValueError(msg)
-    cols = np.fromiter((target.get(g, -1) for g in gene_ids), dtype=np.int64, count=len(gene_ids))
-    rows = np.flatnonzero(cols >= 0)
-    cols = cols[rows]
-    if duplicates != "sum":
-        _, first = np.unique(cols, return_index=True)
-        if duplicates == "error" and len(first) < len(cols):
-            dup = pd.Series(gene_ids[rows]).loc[pd.Series(cols).duplicated().to_numpy()]
+
+    target: np.ndarray  # (file genes,) int64 target column, -1 when the gene is not kept
+    weight: np.ndarray  # (file genes,) float64
+    n_targets: int
+    has_duplicates: bool
+
+    @classmethod
+    def build(
+        cls,
+        gene_ids: np.ndarray,
+        targets: dict[str, int],
+        n_targets: int,
+        *,
+        duplicates: str,
+        weights: dict[str, float] | None = None,
+        source: str = "",
+    ) -> ColumnMap:
+        """Map identifiers onto ``targets``; ``duplicates`` is ``"sum"``, ``"first"`` or ``"error"``."""
+        if duplicates not in ("sum", "first", "error"):
+            msg = f"duplicate_genes must be 'sum', 'first' or 'error', got {duplicates!r}"
+            raise ValueError(msg)
+        target = np.fromiter((targets.get(g, -1) for g in gene_ids), np.int64, len(gene_ids))
+        kept = target >= 0
+        repeated = kept & pd.Series(target).duplicated().to_numpy()
+        if repeated.any() and duplicates == "error":
+            examples = [str(g) for g in pd.unique(gene_ids[repeated])[:5]]
             msg = (
-                f"{source}: {len(cols) - len(first)} duplicated gene identifiers, e.g. "
-                f"{list(dup.unique()[:5])}; pass duplicate_genes='sum' or 'first'"
+                f"{source}: {int(repeated.sum())} duplicated gene identifiers, e.g. {examples}; "
+                "pass duplicate_genes='sum' or 'first'"
             )
             raise ValueError(msg)
-        rows, cols = rows[first], cols[first]
-    values = np.ones(len(rows)) if weights is None else weights[cols]
-    return sp.csr_matrix((values, (rows, cols)), shape=(len(gene_ids), len(target)))
+        if duplicates == "first":
+            target[repeated] = -1
+        weight = np.ones(len(gene_ids))
+        if weights is not None:
+            weight = np.array([weights.get(g, 0.0) for g in gene_ids])
+        has_duplicates = bool(repeated.any()) and duplicates == "sum"
+        return cls(target=target, weight=weight, n_targets=n_targets, has_duplicates=has_duplicates)
+
+    def apply(self, counts: sp.csr_matrix) -> tuple[sp.csr_matrix, float]:
+        """Map (cells, file genes) counts to (cells, n_targets) weighted counts, zeros dropped.
+
+        Also returns the sum of the counts that fell in kept columns (the vocabulary coverage).
+        """
+        target = self.target[counts.indices]
+        keep = (target >= 0) & (counts.data != 0)
+        indptr = np.concatenate([[0], np.cumsum(keep)])[counts.indptr]
+        data = counts.data[keep] * self.weight[counts.indices[keep]]
+        out = sp.csr_matrix((data, target[keep], indptr), shape=(counts.shape[0], self.n_targets))
+        if self.has_duplicates:
+            out.sum_duplicates()
+        return out, float(counts.data[keep].sum())

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from .._constants import TARGET_SUM
 from .._files import write_mapping
 from ._common import InputOptions, check_counts, chunk_totals, gene_ids_of, stored_totals
-from ._sources import find_data_files, open_source, projection
+from ._sources import ColumnMap, find_data_files, open_source
+from .ranking import scale_rows
 
 __all__ = ["compute_gene_medians", "write_gene_medians"]
 
@@ -80,9 +80,10 @@ def compute_gene_medians(
             if len(genes) == 0:
                 msg = f"{path}: no gene identifiers left after the gene mapping"
                 raise ValueError(msg)
-            proj = projection(
+            columns = ColumnMap.build(
                 gene_ids,
                 {g: i for i, g in enumerate(genes)},
+                len(genes),
                 duplicates=options.duplicate_genes,
                 source=str(path),
             )
@@ -95,9 +96,8 @@ def compute_gene_medians(
                 if start == 0:
                     check_counts(src, counts, totals, options)
                 keep = totals > 0
-                scaled = sp.diags(TARGET_SUM / totals[keep]) @ counts[keep] @ proj
-                scaled = sp.csc_matrix(scaled)  # (cells, genes): one column per gene
-                scaled.eliminate_zeros()
+                scaled = scale_rows(columns.apply(counts[keep])[0], TARGET_SUM / totals[keep])
+                scaled = scaled.tocsc()  # (cells, genes): one column per gene
                 for j in np.flatnonzero(np.diff(scaled.indptr)):
                     accumulator.add(genes[j], scaled.data[scaled.indptr[j] : scaled.indptr[j + 1]])
                 bar.update(stop - start)

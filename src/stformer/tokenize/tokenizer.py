@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,9 +26,10 @@ from .._constants import (
 from .._files import atomic_path, load_mapping_file, write_json, write_pickle
 from ..vocab import load_token_dictionary, validate_token_dictionary
 from ._common import InputOptions, check_counts, chunk_totals, gene_ids_of, stored_totals
-from ._sources import CountSource, find_data_files, open_source, projection
+from ._dataset_writer import DatasetWriter
+from ._sources import ColumnMap, CountSource, find_data_files, open_source
 from .neighbors import graph_from_connectivities, spatial_graph
-from .ranking import concat_ragged, normalize, rank_value_encode
+from .ranking import concat_ragged, neighbor_sums, rank_value_encode, scale_rows
 
 __all__ = ["TokenizerConfig", "tokenize_data"]
 
@@ -115,8 +114,7 @@ class _FilePlan:
     """Everything a worker needs to tokenize chunks of one file."""
 
     path: Path
-    weighted_projection: sp.csr_matrix  # (file genes, vocab genes): target_sum / median
-    token_ids: np.ndarray  # (vocab genes,) token id of each projected column
+    columns: ColumnMap  # file genes -> token ids, weighted by target_sum / median
     totals: np.ndarray | None  # (cells,) stored totals, or None to use row sums
     graph: sp.csr_matrix | None  # (cells, cells) neighbor graph in neighborhood mode
     gene_coverage: float
@@ -140,20 +138,18 @@ def _encode_chunk(task: tuple[int, int, int, TokenizerConfig]) -> dict:
     plan, src = _PLANS[plan_index], _source(plan_index, config)
     counts = src.read_rows(start, stop)  # (cells, file genes)
     totals = chunk_totals(plan.totals, counts, slice(start, stop))
-    covered = counts @ (plan.weighted_projection != 0).astype(np.float64)
     keep = totals > 0
-    own = normalize(counts[keep], totals[keep], plan.weighted_projection)
+    weighted, covered = plan.columns.apply(counts if keep.all() else counts[keep])
+    own = scale_rows(weighted, 1.0 / totals[keep])  # (cells, vocab)
     if config.mode == "spot":
-        tokens, lengths = rank_value_encode(own, plan.token_ids, config.length_cap)
+        tokens, lengths = rank_value_encode(own, config.length_cap)
         neighbor_start = None
     else:
         nb_values = _neighborhood_values(src, plan, np.arange(start, stop)[keep])
         nb_count = np.diff(nb_values.indptr)
-        half = config.length_cap // 2
-        own_cap = config.length_cap - np.minimum(nb_count, half)
-        own_part = rank_value_encode(own, plan.token_ids, own_cap)
-        nb_cap = config.length_cap - own_part[1]
-        nb_part = rank_value_encode(nb_values, plan.token_ids, nb_cap)
+        own_cap = config.length_cap - np.minimum(nb_count, config.length_cap // 2)
+        own_part = rank_value_encode(own, own_cap)
+        nb_part = rank_value_encode(nb_values, config.length_cap - own_part[1])
         tokens, lengths = concat_ragged(own_part, nb_part)
         neighbor_start = own_part[1]
     rows = np.flatnonzero(keep)
@@ -170,8 +166,8 @@ def _encode_chunk(task: tuple[int, int, int, TokenizerConfig]) -> dict:
         "tokens": tokens,
         "lengths": lengths,
         "neighbor_start": neighbor_start,
-        "counts_total": float(counts.sum()),
-        "counts_covered": float(covered.sum()),
+        "counts_total": float(counts.data[np.repeat(keep, np.diff(counts.indptr))].sum()),
+        "counts_covered": covered,
     }
 
 
@@ -185,12 +181,10 @@ def _neighborhood_values(src: CountSource, plan: _FilePlan, cells: np.ndarray) -
         shape=(len(cells), len(members)),
     )
     member_totals = chunk_totals(plan.totals, neighbor_counts, members)
-    summed = local @ neighbor_counts  # (cells, file genes)
-    summed_totals = local @ member_totals
-    has = summed_totals > 0
-    inverse_safe = np.where(has, summed_totals, 1.0)
-    values = normalize(summed, inverse_safe, plan.weighted_projection)
-    return sp.diags(has.astype(np.float64)) @ values
+    summed = neighbor_sums(local, plan.columns.apply(neighbor_counts)[0])  # (cells, vocab)
+    summed_totals = local @ member_totals  # (cells,)
+    inverse = np.divide(1.0, summed_totals, out=np.zeros(len(cells)), where=summed_totals > 0)
+    return scale_rows(summed, inverse)
 
 
 def _select_rows(tokens: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,18 +202,17 @@ def _plan_file(
     """Open a file, map its genes onto the vocabulary, check a first chunk, build its graph."""
     with open_source(path, layer=config.layer, gene_id_column=config.gene_id_column) as src:
         gene_ids = gene_ids_of(src, config)
-        known = [g for g in dict.fromkeys(gene_ids) if g in vocab and g in medians]
-        known.sort(key=vocab.__getitem__)
-        gene_coverage = float(np.isin(gene_ids, known).mean()) if len(gene_ids) else 0.0
+        known = {g for g in gene_ids if g in vocab and g in medians}
+        gene_coverage = float(np.isin(gene_ids, list(known)).mean()) if len(gene_ids) else 0.0
         if not known:
             msg = _coverage_message(path, gene_ids, 0.0, 0.0, config)
             raise ValueError(msg)
-        weights = np.array([TARGET_SUM / medians[g] for g in known])
-        proj = projection(
+        columns = ColumnMap.build(
             gene_ids,
-            {g: i for i, g in enumerate(known)},
+            {g: vocab[g] for g in known},
+            len(vocab),
             duplicates=config.duplicate_genes,
-            weights=weights,
+            weights={g: TARGET_SUM / medians[g] for g in known},
             source=str(path),
         )
         totals = stored_totals(src, config)
@@ -230,15 +223,14 @@ def _plan_file(
         first = src.read_rows(0, min(config.chunk_size, src.n_obs))
         check_counts(src, first, chunk_totals(totals, first, slice(0, first.shape[0])), config)
         total = first.sum()
-        count_coverage = float((first @ (proj != 0)).sum() / total) if total else 1.0
+        count_coverage = columns.apply(first)[1] / total if total else 1.0
         if count_coverage < config.min_count_coverage:
             msg = _coverage_message(path, gene_ids, gene_coverage, count_coverage, config)
             raise ValueError(msg)
         graph = _neighbor_graph(src, config) if config.mode == "neighborhood" else None
         return _FilePlan(
             path=path,
-            weighted_projection=proj,
-            token_ids=np.array([vocab[g] for g in known], dtype=np.int64),
+            columns=columns,
             totals=totals,
             graph=graph,
             gene_coverage=gene_coverage,
@@ -335,9 +327,6 @@ def tokenize_data(
     >>> summary = tokenize_data("pbmc.h5ad", "pbmc_tokens", "medians.json",
     ...                         "vocab.json", metadata_columns=["cell_type"])  # doctest: +SKIP
     """
-    from datasets import Dataset, Features, concatenate_datasets
-    from datasets.arrow_writer import ArrowWriter
-
     if config is not None and options:
         msg = "pass either config= or keyword options, not both"
         raise TypeError(msg)
@@ -360,69 +349,28 @@ def tokenize_data(
     _PLANS[:] = plans
     all_lengths: list[np.ndarray] = []
     with atomic_path(output_dir, overwrite=overwrite) as target:
-        shard_dir = target.parent / "shards"
-        shard_dir.mkdir()
-        shards, writer, features, shard_bytes = [], None, None, 0
-        bar = tqdm(
-            total=sum(p.stats["n_cells"] for p in plans),
-            unit="cell",
-            disable=not progress,
-            desc=f"tokenize ({config.mode})",
-        )
-        try:
+        total = sum(p.stats["n_cells"] for p in plans)
+        bar = tqdm(total=total, unit="cell", disable=not progress, desc=f"tokenize ({config.mode})")
+        with bar, DatasetWriter(target, config.max_shard_size) as writer:
             for result in _run(config):
                 plan = plans[result["plan"]]
-                table = _to_table(result, metadata[result["plan"]])
-                features = features or Features.from_arrow_schema(table.schema)
-                if writer is None or shard_bytes > config.max_shard_size:
-                    if writer is not None:
-                        writer.finalize()
-                        writer.close()
-                    shards.append(shard_dir / f"shard-{len(shards):05d}.arrow")
-                    writer = ArrowWriter(path=str(shards[-1]), features=features)
-                    shard_bytes = 0
-                writer.write_table(table.cast(features.arrow_schema))
-                shard_bytes += table.nbytes
+                if len(result["lengths"]):
+                    writer.write(_to_table(result, metadata[result["plan"]]))
                 all_lengths.append(result["lengths"])
                 stats = plan.stats
                 stats["n_tokenized"] = stats.get("n_tokenized", 0) + len(result["lengths"])
                 stats["counts_total"] = stats.get("counts_total", 0.0) + result["counts_total"]
                 stats["counts_covered"] = stats.get("counts_covered", 0.0) + result["counts_covered"]
                 bar.update(result["n_cells"])
-        finally:
-            bar.close()
-            if writer is not None:
-                writer.finalize()
-                writer.close()
-        lengths = np.concatenate(all_lengths) if all_lengths else np.empty(0, np.int64)
-        if len(lengths) == 0:
-            msg = f"no cell of {[str(f) for f in files]} expresses a vocabulary gene; nothing to write"
-            raise ValueError(msg)
-        dataset = concatenate_datasets([Dataset.from_file(str(s)) for s in shards])
-        with _datasets_progress(progress):
-            dataset.save_to_disk(str(target), max_shard_size=config.max_shard_size)
-        del dataset
-        shutil.rmtree(shard_dir)
+            if writer.n_rows == 0:
+                msg = f"no cell of {[str(f) for f in files]} expresses a vocabulary gene; nothing to write"
+                raise ValueError(msg)
+        lengths = np.concatenate(all_lengths)
         summary = _summary(plans, config, len(vocab))
         write_pickle(lengths.tolist(), target / LENGTHS_FILE)
         write_json(vocab, target / VOCAB_FILE)
         write_json(summary, target / TOKENIZE_SUMMARY_FILE)
     return summary
-
-
-@contextlib.contextmanager
-def _datasets_progress(enabled: bool) -> Iterator[None]:
-    """Silence the datasets library's own progress bars unless ``enabled``."""
-    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
-
-    was_enabled = is_progress_bar_enabled()
-    if not enabled:
-        disable_progress_bars()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            enable_progress_bars()
 
 
 def _run(config: TokenizerConfig) -> Iterator[dict]:

@@ -1,0 +1,81 @@
+"""Stream Arrow tables into a folder that ``datasets.load_from_disk`` opens, with no second copy."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+from datasets import Dataset, Features
+from datasets.fingerprint import generate_random_fingerprint
+
+
+class DatasetWriter:
+    """Write tables of one schema as Arrow stream shards of about ``max_shard_bytes`` each.
+
+    ``close()`` names the shards ``data-XXXXX-of-NNNNN.arrow`` and writes ``state.json`` and
+    ``dataset_info.json`` as the installed ``datasets`` library writes them for the same features.
+
+    >>> with DatasetWriter(Path("out"), 500_000_000) as w:  # doctest: +SKIP
+    ...     w.write(pa.table({"input_ids": [[5, 3]], "length": [2]}))
+    """
+
+    def __init__(self, directory: Path, max_shard_bytes: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True)
+        self.max_shard_bytes = max_shard_bytes
+        self.features: Features | None = None
+        self._shards: list[Path] = []
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._shard_bytes = 0
+        self.n_rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        """Append a table; the first table fixes the features (later tables are cast to them)."""
+        if self.features is None:
+            self.features = Features.from_arrow_schema(table.schema)
+        schema = self.features.arrow_schema
+        if self._writer is None or self._shard_bytes > self.max_shard_bytes:
+            self._close_shard()
+            self._shards.append(self.directory / f"shard-{len(self._shards):05d}.arrow")
+            self._writer = pa.ipc.new_stream(str(self._shards[-1]), schema)
+            self._shard_bytes = 0
+        self._writer.write_table(table.cast(schema))
+        self._shard_bytes += table.nbytes
+        self.n_rows += table.num_rows
+
+    def _close_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def close(self) -> None:
+        """Finish the last shard and write the dataset's metadata files."""
+        self._close_shard()
+        if self.features is None:
+            msg = f"{self.directory}: no rows were written"
+            raise ValueError(msg)
+        names = []
+        for i, shard in enumerate(self._shards):
+            name = f"data-{i:05d}-of-{len(self._shards):05d}.arrow"
+            shard.rename(self.directory / name)
+            names.append(name)
+        with tempfile.TemporaryDirectory() as tmp:
+            empty = Dataset.from_dict({k: [] for k in self.features}, features=self.features)
+            empty.save_to_disk(tmp)
+            state = json.loads((Path(tmp) / "state.json").read_text())
+            info = (Path(tmp) / "dataset_info.json").read_text()
+        state["_data_files"] = [{"filename": n} for n in names]
+        state["_fingerprint"] = generate_random_fingerprint()
+        (self.directory / "state.json").write_text(json.dumps(state, indent=2))
+        (self.directory / "dataset_info.json").write_text(info)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._close_shard()
