@@ -24,3 +24,28 @@ def tissue(tmp_path):
     path = tmp_path / "tissue.h5ad"
     adata.write_h5ad(path)
     return adata, path
+
+
+@pytest.fixture(scope="session")
+def token_dataset(tmp_path_factory):
+    """A small tokenized dataset (with lengths.pkl and vocab.json) from synthetic counts."""
+    from stformer import build_token_dictionary, compute_gene_medians, tokenize_data
+
+    root = tmp_path_factory.mktemp("tokens")
+    adata = make_adata(160, 60, expressed=25, seed=11)
+    adata.write_h5ad(root / "cells.h5ad")
+    medians = compute_gene_medians(root / "cells.h5ad", method="exact", progress=False)
+    vocab = build_token_dictionary(medians)
+    tokenize_data(
+        root / "cells.h5ad",
+        root / "tokens",
+        medians,
+        vocab,
+        max_length=32,
+        metadata_columns=["cell_type", "sample"],
+        progress=False,
+    )
+    return root / "tokens"
+
+
+TINY_MODEL = {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from ._config import add_dataclass_options, config_from_cli
 from .tokenize import TokenizerConfig, compute_gene_medians, tokenize_data, write_gene_medians
 from .tokenize._common import InputOptions
 from .vocab import build_token_dictionary, save_token_dictionary
@@ -76,6 +78,21 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
 
 
+def _pretrain(args: argparse.Namespace) -> None:
+    from .pretrain import PretrainConfig, pretrain
+
+    config = config_from_cli(PretrainConfig, args, args.config)
+    summary = pretrain(
+        args.dataset,
+        args.out,
+        config,
+        token_dictionary=args.vocab,
+        example_lengths_file=args.lengths,
+        resume=args.resume,
+    )
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``stformer`` command."""
     parser = argparse.ArgumentParser(prog="stformer", description=__doc__)
@@ -116,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connectivities-key", help="obsp key of a stored neighbor graph")
     p.add_argument("--nproc", type=int, default=1, help="worker processes")
     p.set_defaults(func=_tokenize)
+
+    from .pretrain import PretrainConfig
+
+    p = sub.add_parser("pretrain", help="masked-gene pretraining of a BERT model on a token dataset")
+    p.add_argument("dataset", type=Path, help="token dataset folder written by `stformer tokenize`")
+    p.add_argument("--out", required=True, type=Path, help="output folder (holds run_name/)")
+    p.add_argument("--config", type=Path, help="JSON/YAML file of PretrainConfig options")
+    p.add_argument("--vocab", type=Path, help="vocabulary (default: the dataset's vocab.json)")
+    p.add_argument("--lengths", type=Path, help="lengths pickle (default: the dataset's lengths.pkl)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    add_dataclass_options(p, PretrainConfig)
+    p.set_defaults(func=_pretrain)
     return parser
 
 

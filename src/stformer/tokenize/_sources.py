@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from anndata.io import read_elem, sparse_dataset
 
 from .._warnings import StformerWarning
 
@@ -104,10 +105,7 @@ class H5adSource(CountSource):
     """An ``.h5ad`` file read lazily with h5py and anndata's backed sparse datasets."""
 
     def __init__(self, path: Path, *, layer: str | None = None, gene_id_column: str | None = None):
-        from anndata.io import read_elem, sparse_dataset
-
         self.path = Path(path)
-        self._read_elem = read_elem
         self._file = h5py.File(self.path, "r")
         f = self._file
         if layer in (None, "X"):
@@ -158,22 +156,22 @@ class H5adSource(CountSource):
         obs = self._file["obs"]
         if name not in obs:
             return None
-        values = self._read_elem(obs[name])
+        values = read_elem(obs[name])
         return np.asarray(values.astype(object) if hasattr(values, "categories") else values)
 
     def obs_names(self) -> np.ndarray:
         obs = self._file["obs"]
-        return np.asarray(self._read_elem(obs[obs.attrs["_index"]])).astype(str)
+        return np.asarray(read_elem(obs[obs.attrs["_index"]])).astype(str)
 
     def obsm(self, key: str) -> np.ndarray | None:
         if f"obsm/{key}" not in self._file:
             return None
-        return np.asarray(self._read_elem(self._file[f"obsm/{key}"]))
+        return np.asarray(read_elem(self._file[f"obsm/{key}"]))
 
     def obsp(self, key: str) -> sp.csr_matrix | None:
         if f"obsp/{key}" not in self._file:
             return None
-        return sp.csr_matrix(self._read_elem(self._file[f"obsp/{key}"]))
+        return sp.csr_matrix(read_elem(self._file[f"obsp/{key}"]))
 
     def close(self) -> None:
         self._file.close()

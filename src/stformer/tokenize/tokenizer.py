@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -111,41 +112,40 @@ class TokenizerConfig(InputOptions):
 
 @dataclass
 class _FilePlan:
-    """Everything a worker needs to tokenize chunks of one file."""
+    """A checked input file: how its genes map onto the vocabulary, and counters."""
 
     path: Path
     columns: ColumnMap  # file genes -> token ids, weighted by target_sum / median
+    n_cells: int
+    gene_coverage: float
+    n_tokenized: int = 0
+    counts_total: float = 0.0
+    counts_covered: float = 0.0
+
+
+@dataclass
+class _OpenFile:
+    """A file opened for tokenizing: the reader plus per-cell arrays read once."""
+
+    plan: _FilePlan
+    source: CountSource  # h5py serializes reads across worker threads
     totals: np.ndarray | None  # (cells,) stored totals, or None to use row sums
     graph: sp.csr_matrix | None  # (cells, cells) neighbor graph in neighborhood mode
-    gene_coverage: float
-    stats: dict = field(default_factory=dict)
+    metadata: dict[str, np.ndarray]  # dataset column -> (cells,) values
 
 
-_PLANS: list[_FilePlan] = []  # read by worker processes (inherited through fork)
-_OPEN: dict[int, CountSource] = {}
-
-
-def _source(plan_index: int, config: TokenizerConfig) -> CountSource:
-    if plan_index not in _OPEN:
-        plan = _PLANS[plan_index]
-        _OPEN[plan_index] = open_source(plan.path, layer=config.layer, gene_id_column=config.gene_id_column)
-    return _OPEN[plan_index]
-
-
-def _encode_chunk(task: tuple[int, int, int, TokenizerConfig]) -> dict:
+def _encode_chunk(file: _OpenFile, start: int, stop: int, config: TokenizerConfig) -> dict:
     """Tokenize cells ``start:stop`` of one file; returns tokens, lengths and counters."""
-    plan_index, start, stop, config = task
-    plan, src = _PLANS[plan_index], _source(plan_index, config)
-    counts = src.read_rows(start, stop)  # (cells, file genes)
-    totals = chunk_totals(plan.totals, counts, slice(start, stop))
+    counts = file.source.read_rows(start, stop)  # (cells, file genes)
+    totals = chunk_totals(file.totals, counts, slice(start, stop))
     keep = totals > 0
-    weighted, covered = plan.columns.apply(counts if keep.all() else counts[keep])
+    weighted, covered = file.plan.columns.apply(counts if keep.all() else counts[keep])
     own = scale_rows(weighted, 1.0 / totals[keep])  # (cells, vocab)
     if config.mode == "spot":
         tokens, lengths = rank_value_encode(own, config.length_cap)
         neighbor_start = None
     else:
-        nb_values = _neighborhood_values(src, plan, np.arange(start, stop)[keep])
+        nb_values = _neighborhood_values(file, np.arange(start, stop)[keep])
         nb_count = np.diff(nb_values.indptr)
         own_cap = config.length_cap - np.minimum(nb_count, config.length_cap // 2)
         own_part = rank_value_encode(own, own_cap)
@@ -160,7 +160,6 @@ def _encode_chunk(task: tuple[int, int, int, TokenizerConfig]) -> dict:
         neighbor_start = neighbor_start[nonempty]
     tokens, lengths = _select_rows(tokens, lengths, nonempty)
     return {
-        "plan": plan_index,
         "n_cells": stop - start,
         "rows": start + rows[nonempty],
         "tokens": tokens,
@@ -171,17 +170,17 @@ def _encode_chunk(task: tuple[int, int, int, TokenizerConfig]) -> dict:
     }
 
 
-def _neighborhood_values(src: CountSource, plan: _FilePlan, cells: np.ndarray) -> sp.csr_matrix:
+def _neighborhood_values(file: _OpenFile, cells: np.ndarray) -> sp.csr_matrix:
     """Normalized summed counts of each cell's neighbors (cells, vocab genes)."""
-    adjacency = plan.graph[cells]  # (cells, all cells)
+    adjacency = file.graph[cells]  # (cells, all cells)
     members = np.unique(adjacency.indices)
-    neighbor_counts = src.take_rows(members)  # (members, file genes)
+    neighbor_counts = file.source.take_rows(members)  # (members, file genes)
     local = sp.csr_matrix(
         (adjacency.data, np.searchsorted(members, adjacency.indices), adjacency.indptr),
         shape=(len(cells), len(members)),
     )
-    member_totals = chunk_totals(plan.totals, neighbor_counts, members)
-    summed = neighbor_sums(local, plan.columns.apply(neighbor_counts)[0])  # (cells, vocab)
+    member_totals = chunk_totals(file.totals, neighbor_counts, members)
+    summed = neighbor_sums(local, file.plan.columns.apply(neighbor_counts)[0])  # (cells, vocab)
     summed_totals = local @ member_totals  # (cells,)
     inverse = np.divide(1.0, summed_totals, out=np.zeros(len(cells)), where=summed_totals > 0)
     return scale_rows(summed, inverse)
@@ -227,15 +226,9 @@ def _plan_file(
         if count_coverage < config.min_count_coverage:
             msg = _coverage_message(path, gene_ids, gene_coverage, count_coverage, config)
             raise ValueError(msg)
-        graph = _neighbor_graph(src, config) if config.mode == "neighborhood" else None
-        return _FilePlan(
-            path=path,
-            columns=columns,
-            totals=totals,
-            graph=graph,
-            gene_coverage=gene_coverage,
-            stats={"n_cells": src.n_obs},
-        )
+        if config.mode == "neighborhood":
+            _check_neighbor_inputs(src, config)
+        return _FilePlan(path=path, columns=columns, n_cells=src.n_obs, gene_coverage=gene_coverage)
 
 
 def _coverage_message(
@@ -256,46 +249,70 @@ def _coverage_message(
     )
 
 
-def _neighbor_graph(src: CountSource, config: TokenizerConfig) -> sp.csr_matrix:
+def _check_neighbor_inputs(src: CountSource, config: TokenizerConfig) -> None:
+    """Fail early when the coordinates, sample column or stored graph are missing."""
     if config.connectivities_key is not None:
-        stored = src.obsp(config.connectivities_key)
-        if stored is None:
+        if src.obsp(config.connectivities_key) is None:
             msg = f"{src.path}: obsp[{config.connectivities_key!r}] not found"
             raise KeyError(msg)
-        return graph_from_connectivities(stored)
-    coords = src.obsm(config.spatial_key)
-    if coords is None:
+        return
+    if src.obsm(config.spatial_key) is None:
         msg = (
             f"{src.path}: obsm[{config.spatial_key!r}] (spatial coordinates) not found; needed "
             "in neighborhood mode. Set spatial_key= or connectivities_key="
         )
         raise KeyError(msg)
+    if config.sample_column is not None and src.obs_column(config.sample_column) is None:
+        msg = f"{src.path}: obs column {config.sample_column!r} (sample_column) not found"
+        raise KeyError(msg)
+
+
+def _neighbor_graph(src: CountSource, config: TokenizerConfig) -> sp.csr_matrix:
+    """The file's neighbor graph (cells, cells): stored, or built per sample."""
+    if config.connectivities_key is not None:
+        return graph_from_connectivities(src.obsp(config.connectivities_key))
     samples = None
     if config.sample_column is not None:
-        samples = src.obs_column(config.sample_column)
-        if samples is None:
-            msg = f"{src.path}: obs column {config.sample_column!r} (sample_column) not found"
-            raise KeyError(msg)
-        samples = np.asarray(samples).astype(str)
-    return spatial_graph(coords, samples, n_neighbors=config.n_neighbors, radius=config.radius)
+        samples = np.asarray(src.obs_column(config.sample_column)).astype(str)
+    return spatial_graph(
+        src.obsm(config.spatial_key), samples, n_neighbors=config.n_neighbors, radius=config.radius
+    )
 
 
-def _tasks(config: TokenizerConfig) -> Iterator[tuple[int, int, int, TokenizerConfig]]:
-    for i, plan in enumerate(_PLANS):
-        n = plan.stats["n_cells"]
-        for start in range(0, n, config.chunk_size):
-            yield i, start, min(start + config.chunk_size, n), config
+def _encode_file(plan: _FilePlan, config: TokenizerConfig, chunk_size: int) -> Iterator[dict]:
+    """Open one file and yield its encoded chunks in order (worker threads when nproc > 1)."""
+    with open_source(plan.path, layer=config.layer, gene_id_column=config.gene_id_column) as src:
+        metadata = {CELL_ID: src.obs_names()}
+        metadata.update({new: src.obs_column(old) for old, new in config.column_map().items()})
+        file = _OpenFile(
+            plan=plan,
+            source=src,
+            totals=stored_totals(src, config),
+            graph=_neighbor_graph(src, config) if config.mode == "neighborhood" else None,
+            metadata=metadata,
+        )
+        chunks = [(s, min(s + chunk_size, plan.n_cells)) for s in range(0, plan.n_cells, chunk_size)]
+        for result in _ordered_map(lambda c: _encode_chunk(file, *c, config), chunks, config.nproc):
+            result["metadata"] = {name: values[result["rows"]] for name, values in metadata.items()}
+            yield result
 
 
-def _metadata(plans: list[_FilePlan], config: TokenizerConfig) -> list[dict[str, np.ndarray]]:
-    """Per file: cell ids and the carried obs columns, whole (one value per cell)."""
-    out = []
-    for plan in plans:
-        with open_source(plan.path, layer=config.layer, gene_id_column=config.gene_id_column) as s:
-            columns = {CELL_ID: s.obs_names()}
-            columns.update({new: s.obs_column(old) for old, new in config.column_map().items()})
-        out.append(columns)
-    return out
+def _ordered_map(func: Callable, items: Sequence, workers: int) -> Iterator:
+    """``map(func, items)`` on worker threads (NumPy releases the GIL), results in order.
+
+    At most ``2 * workers`` items are in flight, so memory stays bounded.
+    """
+    if workers == 1:
+        yield from map(func, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(func, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def tokenize_data(
@@ -345,53 +362,34 @@ def tokenize_data(
         raise FileExistsError(msg)
 
     plans = [_plan_file(path, medians, vocab, config) for path in files]
-    metadata = _metadata(plans, config)
-    _PLANS[:] = plans
+    total = sum(p.n_cells for p in plans)
+    chunk_size = config.chunk_size
+    if config.nproc > 1:  # at least 4 chunks per worker
+        chunk_size = min(chunk_size, max(256, -(-total // (4 * config.nproc))))
     all_lengths: list[np.ndarray] = []
     with atomic_path(output_dir, overwrite=overwrite) as target:
-        total = sum(p.stats["n_cells"] for p in plans)
         bar = tqdm(total=total, unit="cell", disable=not progress, desc=f"tokenize ({config.mode})")
         with bar, DatasetWriter(target, config.max_shard_size) as writer:
-            for result in _run(config):
-                plan = plans[result["plan"]]
-                if len(result["lengths"]):
-                    writer.write(_to_table(result, metadata[result["plan"]]))
-                all_lengths.append(result["lengths"])
-                stats = plan.stats
-                stats["n_tokenized"] = stats.get("n_tokenized", 0) + len(result["lengths"])
-                stats["counts_total"] = stats.get("counts_total", 0.0) + result["counts_total"]
-                stats["counts_covered"] = stats.get("counts_covered", 0.0) + result["counts_covered"]
-                bar.update(result["n_cells"])
+            for plan in plans:
+                for result in _encode_file(plan, config, chunk_size):
+                    if len(result["lengths"]):
+                        writer.write(_to_table(result))
+                    all_lengths.append(result["lengths"])
+                    plan.n_tokenized += len(result["lengths"])
+                    plan.counts_total += result["counts_total"]
+                    plan.counts_covered += result["counts_covered"]
+                    bar.update(result["n_cells"])
             if writer.n_rows == 0:
                 msg = f"no cell of {[str(f) for f in files]} expresses a vocabulary gene; nothing to write"
                 raise ValueError(msg)
-        lengths = np.concatenate(all_lengths)
         summary = _summary(plans, config, len(vocab))
-        write_pickle(lengths.tolist(), target / LENGTHS_FILE)
+        write_pickle(np.concatenate(all_lengths).tolist(), target / LENGTHS_FILE)
         write_json(vocab, target / VOCAB_FILE)
         write_json(summary, target / TOKENIZE_SUMMARY_FILE)
     return summary
 
 
-def _run(config: TokenizerConfig) -> Iterator[dict]:
-    if config.nproc == 1:
-        try:
-            yield from map(_encode_chunk, _tasks(config))
-        finally:
-            _close_sources()
-        return
-    context = multiprocessing.get_context("fork")
-    with context.Pool(config.nproc) as pool:
-        yield from pool.imap(_encode_chunk, _tasks(config))
-
-
-def _close_sources() -> None:
-    for src in _OPEN.values():
-        src.close()
-    _OPEN.clear()
-
-
-def _to_table(result: dict, metadata: dict[str, np.ndarray]) -> pa.Table:
+def _to_table(result: dict) -> pa.Table:
     offsets = np.concatenate([[0], np.cumsum(result["lengths"])]).astype(np.int32)
     columns = {
         INPUT_IDS: pa.ListArray.from_arrays(pa.array(offsets), pa.array(result["tokens"])),
@@ -399,8 +397,8 @@ def _to_table(result: dict, metadata: dict[str, np.ndarray]) -> pa.Table:
     }
     if result["neighbor_start"] is not None:
         columns[NEIGHBOR_START] = pa.array(result["neighbor_start"], type=pa.int64())
-    for name, values in metadata.items():
-        columns[name] = pa.array(values[result["rows"]])
+    for name, values in result["metadata"].items():
+        columns[name] = pa.array(values)
     return pa.table(columns)
 
 
@@ -416,20 +414,17 @@ def _load_medians(gene_medians: Mapping[str, float] | str | Path) -> dict[str, f
 
 
 def _summary(plans: list[_FilePlan], config: TokenizerConfig, vocab_size: int) -> dict:
-    files = []
-    for plan in plans:
-        s = plan.stats
-        total = s.get("counts_total", 0.0)
-        files.append(
-            {
-                "file": str(plan.path),
-                "n_cells": s["n_cells"],
-                "n_tokenized": s.get("n_tokenized", 0),
-                "n_dropped_empty": s["n_cells"] - s.get("n_tokenized", 0),
-                "gene_coverage": plan.gene_coverage,
-                "count_coverage": s.get("counts_covered", 0.0) / total if total else 0.0,
-            }
-        )
+    files = [
+        {
+            "file": str(plan.path),
+            "n_cells": plan.n_cells,
+            "n_tokenized": plan.n_tokenized,
+            "n_dropped_empty": plan.n_cells - plan.n_tokenized,
+            "gene_coverage": plan.gene_coverage,
+            "count_coverage": plan.counts_covered / plan.counts_total if plan.counts_total else 0.0,
+        }
+        for plan in plans
+    ]
     settings = {k: v for k, v in asdict(config).items() if k != "gene_mapping"}
     settings["max_length"] = config.length_cap
     return {
