@@ -49,3 +49,13 @@ def token_dataset(tmp_path_factory):
 
 
 TINY_MODEL = {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="session")
+def pretrained(token_dataset, tmp_path_factory):
+    """A tiny pretrained model folder (safetensors, config, tokenizer, vocab.json)."""
+    from stformer import pretrain
+
+    out = tmp_path_factory.mktemp("pretrained")
+    pretrain(token_dataset, out, epochs=2, batch_size=8, logging_steps=50, bf16=False, **TINY_MODEL)
+    return out / "pretrain" / "model"

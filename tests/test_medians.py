@@ -10,9 +10,7 @@ from stformer import InputOptions, compute_gene_medians
 def _hand_medians(X, genes):
     X = np.asarray(X, dtype=float)
     norm = X / X.sum(1, keepdims=True) * 10_000
-    return {
-        g: float(np.median(norm[:, j][norm[:, j] > 0])) for j, g in enumerate(genes) if (norm[:, j] > 0).any()
-    }
+    return {g: float(np.median(norm[:, j][norm[:, j] > 0])) for j, g in enumerate(genes) if (norm[:, j] > 0).any()}
 
 
 def test_exact_medians_by_hand(tmp_path):

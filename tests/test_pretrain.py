@@ -79,9 +79,7 @@ def test_trainer_batches_follow_the_lengths_file(parts, tmp_path):
         return trainer.data_collator_inner([{"input_ids": e["input_ids"]} for e in examples])
 
     args = _args(tmp_path, train_sampling_strategy="group_by_length", remove_unused_columns=False)
-    trainer = STFormerPretrainer(
-        args, ds, vocab, fake, model=_model(len(vocab)), data_collator=recording_collator
-    )
+    trainer = STFormerPretrainer(args, ds, vocab, fake, model=_model(len(vocab)), data_collator=recording_collator)
     from stformer import DataCollatorForMaskedGenes
 
     trainer.data_collator_inner = DataCollatorForMaskedGenes(trainer.token_collator)
@@ -119,9 +117,7 @@ def test_bad_datasets(parts, tmp_path, dataset, match):
 
 def test_model_vocab_must_match(parts, tmp_path):
     ds, vocab, lengths = parts
-    with pytest.raises(
-        ValueError, match=f"vocabulary has {len(vocab) + 3} tokens but the token dictionary has"
-    ):
+    with pytest.raises(ValueError, match=f"vocabulary has {len(vocab) + 3} tokens but the token dictionary has"):
         STFormerPretrainer(_args(tmp_path), ds, vocab, lengths, model=_model(len(vocab) + 3))
 
 

@@ -34,9 +34,7 @@ def test_per_row_caps_and_many_blocks():
     dense = rng.random((1200, 30)) * (rng.random((1200, 30)) < 0.5)
     caps = rng.integers(1, 20, 1200)
     tokens, lengths = rank_value_encode(sp.csr_matrix(dense), caps)
-    expected = [
-        sorted(np.flatnonzero(row), key=lambda j: -row[j])[:cap] for row, cap in zip(dense, caps, strict=True)
-    ]
+    expected = [sorted(np.flatnonzero(row), key=lambda j: -row[j])[:cap] for row, cap in zip(dense, caps, strict=True)]
     assert _ragged_to_lists(tokens, lengths) == [list(map(int, e)) for e in expected]
 
 

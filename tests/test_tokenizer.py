@@ -178,9 +178,7 @@ def test_neighborhood_mode(tissue, tmp_path):
         ids, start = nb[i]["input_ids"], nb[i]["neighbor_start"]
         neighbors = graph[i].indices
         summed = X[neighbors].sum(0, keepdims=True)
-        nb_part = rank_value_reference(
-            summed, list(adata.var_names), [summed.sum()], medians, vocab, 80 - start
-        )[0]
+        nb_part = rank_value_reference(summed, list(adata.var_names), [summed.sum()], medians, vocab, 80 - start)[0]
         assert len(neighbors) == 4
         assert ids[:start] == spot[i][:start]
         assert start == min(len(spot[i]), 80 - min(len(nb_part), 40))

@@ -1,5 +1,21 @@
 """stformer: transformer foundation models for single-cell and spatial transcriptomics."""
 
+from .classify import (
+    BertForCellClassification,
+    DataCollatorForCellClassification,
+    DataCollatorForGeneClassification,
+    GenericClassifier,
+    downsample_and_shuffle,
+    flatten_list,
+    label_classes,
+    load_and_filter,
+    plot_confusion_matrix,
+    plot_predictions,
+    predict_from_checkpoint,
+    remove_rare,
+    rename_cols,
+    subsample_by_class,
+)
 from .hf_tokenizer import build_custom_tokenizer
 from .pretrain import (
     BertForMaskedGenes,
@@ -25,7 +41,21 @@ from .vocab import (
 __version__ = "0.2.0.dev0"
 
 __all__ = [
+    "BertForCellClassification",
     "BertForMaskedGenes",
+    "DataCollatorForCellClassification",
+    "DataCollatorForGeneClassification",
+    "GenericClassifier",
+    "downsample_and_shuffle",
+    "flatten_list",
+    "label_classes",
+    "load_and_filter",
+    "plot_confusion_matrix",
+    "plot_predictions",
+    "predict_from_checkpoint",
+    "remove_rare",
+    "rename_cols",
+    "subsample_by_class",
     "DataCollatorForMaskedGenes",
     "InputOptions",
     "PretrainConfig",

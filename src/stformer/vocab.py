@@ -59,9 +59,7 @@ def load_token_dictionary(path: str | Path) -> dict[str, int]:
     return validate_token_dictionary(load_mapping_file(path), source=str(path))
 
 
-def save_token_dictionary(
-    token_dict: Mapping[str, int], path: str | Path, *, overwrite: bool = False
-) -> Path:
+def save_token_dictionary(token_dict: Mapping[str, int], path: str | Path, *, overwrite: bool = False) -> Path:
     """Validate and write a token dictionary: pickle for ``.pkl``/``.pickle``, JSON otherwise."""
     return write_mapping(validate_token_dictionary(token_dict), path, overwrite=overwrite)
 

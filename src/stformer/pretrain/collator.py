@@ -166,9 +166,7 @@ class DataCollatorForMaskedGenes:
             return_tensors="pt",
             pad_to_multiple_of=self.pad_to_multiple_of,
         )
-        input_ids, labels = mask_genes(
-            batch[INPUT_IDS], self.special_ids, self.gene_ids, self.mlm_probability
-        )
+        input_ids, labels = mask_genes(batch[INPUT_IDS], self.special_ids, self.gene_ids, self.mlm_probability)
         return {INPUT_IDS: input_ids, "attention_mask": batch["attention_mask"], "labels": labels}
 
 

@@ -78,9 +78,7 @@ def _world_size() -> int:
 
 
 def _training_arguments(config: PretrainConfig, dirs: dict, n_train: int, has_eval: bool):
-    steps_per_epoch = math.ceil(
-        n_train / (config.batch_size * config.gradient_accumulation_steps * _world_size())
-    )
+    steps_per_epoch = math.ceil(n_train / (config.batch_size * config.gradient_accumulation_steps * _world_size()))
     total = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
     deepspeed = None
     if config.deepspeed:
@@ -99,7 +97,7 @@ def _training_arguments(config: PretrainConfig, dirs: dict, n_train: int, has_ev
         max_steps=config.max_steps,
         seed=config.seed,
         bf16=bf16_is_fast() if config.bf16 is None else config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy="steps" if has_eval else "no",
         eval_steps=config.eval_steps,
@@ -192,9 +190,7 @@ def pretrain(
         eval_dataset=evaluation,
     )
     if resume and last is None:
-        warnings.warn(
-            f"no checkpoint in {dirs['training']}; starting from scratch", StformerWarning, stacklevel=2
-        )
+        warnings.warn(f"no checkpoint in {dirs['training']}; starting from scratch", StformerWarning, stacklevel=2)
     result = trainer.train(resume_from_checkpoint=last if resume else None)
     summary = {
         "model_dir": str(dirs["model"]),

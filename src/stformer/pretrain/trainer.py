@@ -134,10 +134,7 @@ class STFormerPretrainer(Trainer):
     @property
     def groups_by_length(self) -> bool:
         """Whether training batches are grouped by length."""
-        return (
-            getattr(self.args, "group_by_length", False)
-            or self.args.train_sampling_strategy == "group_by_length"
-        )
+        return getattr(self.args, "group_by_length", False) or self.args.train_sampling_strategy == "group_by_length"
 
     def get_train_sampler(self) -> Sampler | None:
         """Length-grouped sampler from the lengths file when grouping is on, else random."""
@@ -184,9 +181,7 @@ class STFormerPretrainer(Trainer):
         """Mask the batch (unless done), then the Trainer loss; counts masked tokens predicted right."""
         inputs = self._masked(inputs, model.training)
         labels = inputs["labels"]
-        loss, outputs = super().compute_loss(
-            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:
             with torch.no_grad():
                 logits = outputs["logits"]

@@ -74,9 +74,7 @@ def chunk_totals(stored: np.ndarray | None, counts: sp.csr_matrix, rows: slice |
     return stored[rows]
 
 
-def check_counts(
-    source: CountSource, counts: sp.csr_matrix, totals: np.ndarray, options: InputOptions
-) -> None:
+def check_counts(source: CountSource, counts: sp.csr_matrix, totals: np.ndarray, options: InputOptions) -> None:
     """Check a first chunk of counts (cells, genes) and its totals (cells,).
 
     Fails on negative values or totals below the row sums; warns when values look

@@ -230,9 +230,7 @@ class LoomSource(CountSource):
         self._ds.close()
 
 
-def open_source(
-    path: str | Path, *, layer: str | None = None, gene_id_column: str | None = None
-) -> CountSource:
+def open_source(path: str | Path, *, layer: str | None = None, gene_id_column: str | None = None) -> CountSource:
     """Open an ``.h5ad`` or ``.loom`` file for chunked reading."""
     path = Path(path)
     cls = LoomSource if path.suffix.lower() == ".loom" else H5adSource

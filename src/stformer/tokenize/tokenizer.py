@@ -231,9 +231,7 @@ def _plan_file(
         return _FilePlan(path=path, columns=columns, n_cells=src.n_obs, gene_coverage=gene_coverage)
 
 
-def _coverage_message(
-    path: Path, gene_ids: np.ndarray, genes: float, counts: float, config: TokenizerConfig
-) -> str:
+def _coverage_message(path: Path, gene_ids: np.ndarray, genes: float, counts: float, config: TokenizerConfig) -> str:
     example = list(gene_ids[:3])
     looks_ensembl = np.mean(np.char.startswith(gene_ids.astype(str), "ENS")) > 0.5
     cause = (
@@ -274,9 +272,7 @@ def _neighbor_graph(src: CountSource, config: TokenizerConfig) -> sp.csr_matrix:
     samples = None
     if config.sample_column is not None:
         samples = np.asarray(src.obs_column(config.sample_column)).astype(str)
-    return spatial_graph(
-        src.obsm(config.spatial_key), samples, n_neighbors=config.n_neighbors, radius=config.radius
-    )
+    return spatial_graph(src.obsm(config.spatial_key), samples, n_neighbors=config.n_neighbors, radius=config.radius)
 
 
 def _encode_file(plan: _FilePlan, config: TokenizerConfig, chunk_size: int) -> Iterator[dict]:

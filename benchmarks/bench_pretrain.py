@@ -1,0 +1,112 @@
+"""Pretraining throughput (real tokens/s), model FLOPs utilization and peak memory.
+
+Synthetic cells of 200-2,048 expressed genes (uniform), vocabulary 20,000, default model
+(6 layers, hidden 256, 4 heads, FFN 512), batch 12; each configuration runs in a fresh process
+for ``--warmup`` + ``--steps`` steps. The reference package (PyPI stformer 0.1.3a0, transformers
+4.57, fp32, attention dropout 0.02 as in Geneformer's recipe, length-grouped) runs on the same
+cells and model shape in the same run when ``--reference VENV`` is given.
+
+    python benchmarks/bench_pretrain.py --reference ../reference-venv
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def bf16_peak_tflops() -> float:
+    """Measured bf16 matrix-multiply peak of this machine (2048^3 products)."""
+    a = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    b = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    start, n = time.perf_counter(), 20
+    for _ in range(n):
+        a @ b
+    return 2 * 2048**3 * n / (time.perf_counter() - start) / 1e12
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cells", type=int, default=600)
+    p.add_argument("--vocab", type=int, default=20_000)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--reference", type=Path)
+    p.add_argument("--reference-steps", type=int, default=4)
+    p.add_argument("--workdir", type=Path, default=Path("bench_output"))
+    a = p.parse_args()
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(200, 2049, a.cells)
+    tokens = np.concatenate([rng.choice(np.arange(2, a.vocab), n, replace=False) for n in lengths])
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    data = a.workdir / "pretrain_cells.npz"
+    np.savez(data, tokens=tokens, lengths=lengths, vocab_size=a.vocab)
+
+    runs = [
+        ("stformer", "as reference: full logits, attn dropout 0.02, fp32", ["--attention-dropout", "0.02"]),
+        ("stformer", "+ attention dropout 0 (fused SDPA)", []),
+        ("stformer", "+ logits at masked positions only", ["--masked-only"]),
+        ("stformer", "+ bf16 autocast (default here)", ["--masked-only", "--bf16"]),
+        ("stformer", "default, without length grouping", ["--masked-only", "--bf16", "--no-grouping"]),
+    ]
+    if a.reference:
+        runs.append(("reference", "reference 0.1.3a0 (its defaults)", ["--attention-dropout", "0.02"]))
+    peak = bf16_peak_tflops()
+    rows = []
+    for impl, label, extra in runs:
+        python = str(a.reference / "bin" / "python") if impl == "reference" else sys.executable
+        steps = a.reference_steps if impl == "reference" else a.steps
+        cmd = [
+            python,
+            str(HERE / "pretrain_runner.py"),
+            "--impl",
+            impl,
+            "--data",
+            str(data),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(a.warmup),
+            *extra,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            rows.append((label, {"error": proc.stderr.strip().splitlines()[-1]}))
+        else:
+            rows.append((label, json.loads(proc.stdout.strip().splitlines()[-1])))
+        print(f"# {label}: {rows[-1][1]}", flush=True)
+
+    ref = next((r for label, r in rows if label.startswith("reference") and "tokens_per_s" in r), None)
+    print(
+        f"\nPretraining, {a.cells} synthetic cells of 200-2,048 genes, vocab {a.vocab:,}, 6 layers x 256 "
+        f"hidden, 4 heads, FFN 512, batch 12, {torch.get_num_threads()} threads; "
+        f"bf16 matmul peak measured {peak:.2f} TFLOP/s"
+    )
+    print(
+        f"{'configuration':<52} {'tokens/s':>9} {'s/step':>7} {'pad %':>6} {'TFLOP/s':>8} {'MFU':>6} "
+        f"{'peak GB':>8} {'vs ref':>7}"
+    )
+    for label, r in rows:
+        if "error" in r:
+            print(f"{label:<52} error: {r['error']}")
+            continue
+        ratio = f"{r['tokens_per_s'] / ref['tokens_per_s']:.1f}x" if ref else "-"
+        print(
+            f"{label:<52} {r['tokens_per_s']:>9,.0f} {r['seconds_per_step']:>7.2f} "
+            f"{100 * r['padding_fraction']:>6.1f} {r['tflops']:>8.3f} {r['tflops'] / peak:>6.1%} "
+            f"{r['peak_gb']:>8.2f} {ratio:>7}"
+        )
+
+
+if __name__ == "__main__":
+    main()

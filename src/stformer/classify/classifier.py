@@ -1,0 +1,530 @@
+"""GenericClassifier: fine-tune a pretrained model to classify cells (sequences) or genes (tokens)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset, load_from_disk
+from transformers import BertConfig, BertForTokenClassification, TrainingArguments
+
+from .._files import atomic_path, load_mapping_file, write_json, write_pickle
+from ..hf_tokenizer import build_custom_tokenizer
+from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
+from .data import (
+    IGNORE_INDEX,
+    SEED,
+    downsample_and_shuffle,
+    label_classes,
+    load_and_filter,
+    remove_rare,
+    rename_cols,
+)
+from .metrics import (
+    ClassifierTrainer,
+    compute_metrics,
+    flat_predictions,
+    full_metrics,
+    predict_in_length_order,
+)
+from .model import POOLINGS, BertForCellClassification
+from .plots import plot_confusion_matrix, plot_predictions
+
+CLASSIFIER_TYPES = ("sequence", "token")
+MODEL_DIR, EVAL_DATASET, PREDICTIONS = "model", "eval.dataset", "predictions.pkl"
+
+
+def read_id_class_dict(path: str | Path) -> dict[int, str]:
+    """Read a label map written as id -> class or class -> id (both occur); return id -> class."""
+    mapping = load_mapping_file(path)
+    if not isinstance(mapping, dict) or not mapping:
+        msg = f"{path}: expected a non-empty dict of class ids and names"
+        raise ValueError(msg)
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
+        return {v: str(k) for k, v in mapping.items()}
+    return {int(k): str(v) for k, v in mapping.items()}
+
+
+class GenericClassifier:
+    """Configure and run cell (``"sequence"``) or gene (``"token"``) classification.
+
+    Parameters follow the specification; keyword-only extras: ``split_column`` (an ``obs``
+    column such as sample or patient: the automatic train/test split keeps each group on one
+    side), ``pooling`` (cell representation for sequences: ``"mean"`` of the final hidden states
+    over real tokens, or ``"first"``, BERT's standard head on the top-ranked gene),
+    ``class_weights`` (weight the loss by inverse class frequency) and ``seed``.
+
+    Gene classification is evaluated on held-out *genes*: the genes of each class are split,
+    so a score measures generalization to unseen genes rather than memorized gene identities.
+
+    >>> clf = GenericClassifier("cell_type", training_args={"num_train_epochs": 5})  # doctest: +SKIP
+    >>> data, labels = clf.prepare_data("tokens", "out", "pbmc")  # doctest: +SKIP
+    >>> trainer = clf.train("pretrained/model", data, "out")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        metadata_column: str,
+        classifier_type: str = "sequence",
+        gene_class_dict: dict | None = None,
+        label_mapping: dict[str, int] | None = None,
+        token_dictionary_file: str | None = None,
+        filter_data: dict | None = None,
+        rare_threshold: float = 0.0,
+        max_examples: int | None = None,
+        max_examples_per_class: int | None = None,
+        training_args: dict | None = None,
+        ray_config: dict | None = None,
+        freeze_layers: int = 0,
+        forward_batch_size: int = 48,
+        nproc: int = 4,
+        *,
+        split_column: str | None = None,
+        pooling: str = "mean",
+        class_weights: bool = False,
+        seed: int = SEED,
+    ):
+        if classifier_type not in CLASSIFIER_TYPES:
+            msg = f"classifier_type must be one of {CLASSIFIER_TYPES}, got {classifier_type!r}"
+            raise ValueError(msg)
+        if classifier_type == "token" and (not gene_class_dict or not token_dictionary_file):
+            msg = "classifier_type='token' needs gene_class_dict (class -> genes) and token_dictionary_file"
+            raise ValueError(msg)
+        if pooling not in POOLINGS:
+            msg = f"pooling must be one of {POOLINGS}, got {pooling!r}"
+            raise ValueError(msg)
+        if not 0 <= rare_threshold < 1:
+            msg = f"rare_threshold must lie in [0, 1), got {rare_threshold}"
+            raise ValueError(msg)
+        self.metadata_column = metadata_column
+        self.classifier_type = classifier_type
+        self.gene_class_dict = gene_class_dict
+        self.label_mapping = label_mapping
+        self.token_dictionary_file = token_dictionary_file
+        self.filter_data = filter_data
+        self.rare_threshold = rare_threshold
+        self.max_examples = max_examples
+        self.max_examples_per_class = max_examples_per_class
+        self.training_args = dict(training_args or {})
+        self.ray_config = ray_config
+        self.freeze_layers = freeze_layers
+        self.forward_batch_size = forward_batch_size
+        self.nproc = nproc
+        self.split_column = split_column
+        self.pooling = pooling
+        self.class_weights = class_weights
+        self.seed = seed
+
+    # ------------------------------------------------------------------ data
+    def prepare_data(self, input_data: str | Dataset, output_directory: str, output_prefix: str) -> tuple[str, str]:
+        """Filter, drop rare classes, downsample, label; write the dataset and the label map.
+
+        Returns ``(dataset_path, label_map_path)``: ``{prefix}_labeled.dataset`` and
+        ``{prefix}_id_class_dict.pkl`` (id -> class, as its name says).
+        """
+        out = Path(output_directory)
+        data = load_and_filter(self.filter_data, self.nproc, input_data)
+        if self.classifier_type == "sequence":
+            if self.metadata_column not in data.column_names:
+                msg = (
+                    f"metadata_column {self.metadata_column!r} is not a dataset column "
+                    f"(columns: {data.column_names}); carry it with tokenize(metadata_columns=...)"
+                )
+                raise KeyError(msg)
+            data = remove_rare(data, self.rare_threshold, self.metadata_column, self.nproc)
+            data = downsample_and_shuffle(
+                data, self.max_examples, self.max_examples_per_class, {"state_key": self.metadata_column}
+            )
+            data = rename_cols(data, self.metadata_column)
+            data, class_to_id = self._label_cells(data)
+        else:
+            data = downsample_and_shuffle(data, self.max_examples, None, {"state_key": "input_ids"})
+            data, class_to_id = label_classes(
+                "gene", data, self.gene_class_dict, self.token_dictionary_file, self.nproc
+            )
+        if len(data) == 0:
+            msg = "no examples left to classify after filtering"
+            raise ValueError(msg)
+        if len(class_to_id) < 2:
+            msg = f"only one class left after filtering ({list(class_to_id)}); a classifier needs two or more"
+            raise ValueError(msg)
+        dataset_path = out / f"{output_prefix}_labeled.dataset"
+        label_path = out / f"{output_prefix}_id_class_dict.pkl"
+        with atomic_path(dataset_path, overwrite=True) as tmp:
+            data.save_to_disk(str(tmp))
+        write_pickle({i: c for c, i in class_to_id.items()}, label_path, overwrite=True)
+        return str(dataset_path), str(label_path)
+
+    def _label_cells(self, data: Dataset) -> tuple[Dataset, dict]:
+        if self.label_mapping is None:
+            return label_classes("cell", data, None, None, self.nproc)
+        values = [str(v) for v in data["label"]]
+        unknown = sorted(set(values) - {str(k) for k in self.label_mapping})
+        if unknown:
+            msg = f"labels {unknown[:5]} are not in label_mapping; add them or filter them out"
+            raise ValueError(msg)
+        mapping = {str(k): v for k, v in self.label_mapping.items()}
+        return data.remove_columns("label").add_column("label", [mapping[v] for v in values]), dict(self.label_mapping)
+
+    # ----------------------------------------------------------- tokenizer
+    def _load_tokenizer(self, name_or_path: str):
+        """A tokenizer from a vocabulary file (.pkl/.json) or a local model/tokenizer folder."""
+        path = Path(name_or_path)
+        if path.is_file():
+            return build_custom_tokenizer(path)
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as err:
+            if self.token_dictionary_file:
+                return build_custom_tokenizer(self.token_dictionary_file)
+            msg = (
+                f"no tokenizer found at {name_or_path} (stformer never downloads); give "
+                "tokenizer_name_or_path or token_dictionary_file"
+            )
+            raise ValueError(msg) from err
+
+    # ------------------------------------------------------------- training
+    def train(
+        self,
+        model_checkpoint: str,
+        dataset_path: str,
+        output_directory: str,
+        eval_dataset: str | Dataset | None = None,
+        n_trials: int = 0,
+        test_size: float = 0.2,
+        tokenizer_name_or_path: str | None = None,
+    ):
+        """Fine-tune ``model_checkpoint`` on a dataset from :meth:`prepare_data`; return the ``Trainer``.
+
+        Without ``eval_dataset`` the data are split (``test_size``): stratified by class for
+        cells, optionally by ``split_column`` groups; by genes for gene classification. Writes
+        ``output_directory/model`` (safetensors, tokenizer, ``id_class_dict.json``),
+        ``eval.dataset``, ``predictions.pkl``, ``eval_metrics.json`` and the confusion matrix.
+        ``n_trials > 0`` runs a Ray Tune search over ``ray_config`` (see :meth:`_ray_tune`); the
+        best trial's model is the result (the returned Trainer holds it, untrained further).
+        """
+        out = Path(output_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        data = load_from_disk(str(dataset_path))
+        id_class = self._id_class(dataset_path, data)
+        tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_checkpoint)
+        check_vocabulary(model_checkpoint, data, tokenizer)
+        train_data, eval_data = self._split(data, eval_dataset, test_size)
+        with atomic_path(out / EVAL_DATASET, overwrite=True) as tmp:
+            eval_data.save_to_disk(str(tmp))
+        if n_trials > 0:  # the best trial's model becomes the result; no retraining
+            from .tune import run_ray_tune
+
+            run_ray_tune(self, model_checkpoint, train_data, eval_data, out, n_trials, tokenizer, id_class)
+            trainer = self._trainer(out / "best_model", train_data, eval_data, tokenizer, id_class, out)
+        else:
+            trainer = self._trainer(model_checkpoint, train_data, eval_data, tokenizer, id_class, out)
+            trainer.train()
+        self._save(trainer, out / MODEL_DIR, id_class)
+        self._write_predictions(trainer, eval_data, id_class, out)
+        return trainer
+
+    def _ray_tune(
+        self,
+        model_checkpoint: str,
+        dataset_path: str,
+        output_directory: str,
+        eval_dataset_path: str | None,
+        n_trials: int,
+        test_size: float,
+        tokenizer_name_or_path: str | None,
+    ):
+        """Ray Tune search over ``ray_config``; saves the best trial's model; returns the analysis."""
+        from .tune import run_ray_tune
+
+        data = load_from_disk(str(dataset_path))
+        id_class = self._id_class(dataset_path, data)
+        tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_checkpoint)
+        check_vocabulary(model_checkpoint, data, tokenizer)
+        train_data, eval_data = self._split(data, eval_dataset_path, test_size)
+        out = Path(output_directory)
+        return run_ray_tune(self, model_checkpoint, train_data, eval_data, out, n_trials, tokenizer, id_class)
+
+    def _id_class(self, dataset_path: str | Path, data: Dataset) -> dict[int, str]:
+        """Class names: the label map beside a prepared dataset, else the ids themselves."""
+        path = Path(dataset_path)
+        candidate = path.with_name(path.name.replace("_labeled.dataset", "_id_class_dict.pkl"))
+        if path.name.endswith("_labeled.dataset") and candidate.exists():
+            return read_id_class_dict(candidate)
+        column = "label" if self.classifier_type == "sequence" else "labels"
+        if column not in data.column_names:
+            msg = f"{dataset_path}: no {column!r} column; prepare it with GenericClassifier.prepare_data"
+            raise ValueError(msg)
+        values = data[column] if column == "label" else [v for row in data[column] for v in row]
+        return {int(i): str(i) for i in sorted(set(values)) if i != IGNORE_INDEX}
+
+    def _split(self, data: Dataset, eval_dataset, test_size: float) -> tuple[Dataset, Dataset]:
+        if eval_dataset is not None:
+            evaluation = load_from_disk(str(eval_dataset)) if isinstance(eval_dataset, (str, Path)) else eval_dataset
+            return data, evaluation
+        if not 0 < test_size < 1:
+            msg = f"test_size must lie in (0, 1), got {test_size}"
+            raise ValueError(msg)
+        if self.classifier_type == "token":
+            return split_genes(data, test_size, self.seed)
+        return split_cells(data, test_size, self.seed, self.split_column)
+
+    def _trainer(self, checkpoint, train_data, eval_data, tokenizer, id_class, out, overrides=None):
+        args = self._training_arguments(out / "checkpoints", len(train_data), overrides or {})
+        model_init = self._model_init(checkpoint, id_class)
+        collator = self._collator(tokenizer)
+        return ClassifierTrainer(
+            model=model_init(),
+            args=args,
+            train_dataset=train_data,
+            eval_dataset=eval_data.select(np.argsort(-np.asarray(eval_data["length"]), kind="stable"))
+            if "length" in eval_data.column_names
+            else eval_data,
+            data_collator=collator,
+            processing_class=tokenizer,
+            compute_metrics=compute_metrics,
+            compute_loss_func=self._weighted_loss(train_data, len(id_class)) if self.class_weights else None,
+        )
+
+    def _collator(self, tokenizer):
+        if self.classifier_type == "sequence":
+            return DataCollatorForCellClassification(tokenizer, padding="longest", max_length=None)
+        return DataCollatorForGeneClassification(tokenizer, padding="longest")
+
+    def _model_init(self, checkpoint: str, id_class: dict[int, str]):
+        """A function building the model with a fresh head (Ray Tune calls it once per trial)."""
+        labels = {"num_labels": max(id_class) + 1, "id2label": {i: c for i, c in id_class.items()}}
+        labels["label2id"] = {c: i for i, c in labels["id2label"].items()}
+
+        def build():
+            config = BertConfig.from_pretrained(str(checkpoint), **labels)
+            if self.classifier_type == "sequence":
+                config.cell_pooling = self.pooling
+                model = BertForCellClassification.from_pretrained(str(checkpoint), config=config)
+            else:
+                model = BertForTokenClassification.from_pretrained(str(checkpoint), config=config)
+            for layer in model.bert.encoder.layer[: self.freeze_layers]:
+                for parameter in layer.parameters():
+                    parameter.requires_grad = False
+            return model
+
+        return build
+
+    def _training_arguments(self, output_dir: Path, n_train: int, overrides: dict) -> TrainingArguments:
+        batch = self.training_args.get("per_device_train_batch_size", 12)
+        defaults = {
+            "output_dir": str(output_dir),
+            "num_train_epochs": 3,
+            "learning_rate": 5e-5,
+            "lr_scheduler_type": "linear",
+            "warmup_steps": math.ceil(0.1 * math.ceil(n_train / batch)),
+            "weight_decay": 0.001,
+            "per_device_train_batch_size": batch,
+            "per_device_eval_batch_size": self.forward_batch_size,
+            "eval_strategy": "epoch",
+            "save_strategy": "epoch",
+            "save_total_limit": 1,
+            "load_best_model_at_end": True,
+            "metric_for_best_model": "macro_f1",
+            "greater_is_better": True,
+            "logging_steps": 10,
+            "report_to": "none",
+            "train_sampling_strategy": "group_by_length",
+            "seed": self.seed,
+            "use_cpu": not torch.cuda.is_available(),
+            "disable_tqdm": False,
+        }
+        return TrainingArguments(**{**defaults, **self.training_args, **overrides})
+
+    def _weighted_loss(self, train_data: Dataset, n_classes: int):
+        """Cross-entropy weighted by inverse class frequency (``class_weights=True``)."""
+        column = "label" if self.classifier_type == "sequence" else "labels"
+        values = np.asarray(train_data[column] if column == "label" else [v for r in train_data[column] for v in r])
+        counts = np.bincount(values[values != IGNORE_INDEX], minlength=n_classes).astype(float)
+        weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / n_classes, dtype=torch.float)
+
+        def loss(outputs, labels, num_items_in_batch=None):
+            logits = outputs["logits"]
+            return torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(),
+                labels.reshape(-1),
+                weight=weights.to(logits.device),
+                ignore_index=IGNORE_INDEX,
+            )
+
+        return loss
+
+    def _save(self, trainer, model_dir: Path, id_class: dict[int, str]) -> None:
+        with atomic_path(model_dir, overwrite=True) as tmp:
+            trainer.save_model(str(tmp))
+            (tmp / "training_args.bin").unlink(missing_ok=True)
+            write_json({str(i): c for i, c in id_class.items()}, tmp / "id_class_dict.json")
+        shutil.rmtree(model_dir.parent / "checkpoints", ignore_errors=True)
+
+    def _write_predictions(self, trainer, eval_data: Dataset, id_class: dict[int, str], out: Path) -> dict:
+        logits, labels = predict_in_length_order(trainer, eval_data)
+        predicted, kept = flat_predictions(logits, labels)
+        write_pickle(
+            {"predictions": predicted.tolist(), "label_ids": kept.tolist(), "id_class_dict": id_class},
+            out / PREDICTIONS,
+            overwrite=True,
+        )
+        metrics = full_metrics(kept, predicted, id_class)
+        write_json(metrics, out / "eval_metrics.json", overwrite=True)
+        self.plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), str(out), "eval", metrics["class_order"])
+        return metrics
+
+    # ----------------------------------------------------------- evaluation
+    def evaluate(
+        self,
+        model_directory: str,
+        eval_dataset_path: str,
+        id_class_dict_file: str,
+        output_directory: str,
+        tokenizer_name_or_path: str | None = None,
+    ) -> dict:
+        """Evaluate a trained model; write and return metrics (accuracy, macro-F1, per class, confusion)."""
+        id_class = read_id_class_dict(id_class_dict_file)
+        data = load_from_disk(str(eval_dataset_path))
+        column = "label" if self.classifier_type == "sequence" else "labels"
+        if column not in data.column_names:
+            msg = f"{eval_dataset_path}: no {column!r} column to evaluate against"
+            raise ValueError(msg)
+        values = set(data[column]) if column == "label" else {v for row in data[column] for v in row}
+        unseen = sorted(values - set(id_class) - {IGNORE_INDEX})
+        if unseen:
+            msg = f"{eval_dataset_path}: label ids {unseen[:5]} were not seen in training ({id_class_dict_file})"
+            raise ValueError(msg)
+        tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_directory)
+        check_vocabulary(model_directory, data, tokenizer)
+        model = load_classifier(model_directory, self.classifier_type)
+        out = Path(output_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        args = TrainingArguments(
+            output_dir=str(out / "tmp_eval"),
+            per_device_eval_batch_size=self.forward_batch_size,
+            report_to="none",
+            use_cpu=not torch.cuda.is_available(),
+        )
+        trainer = ClassifierTrainer(
+            model=model, args=args, data_collator=self._collator(tokenizer), processing_class=tokenizer
+        )
+        metrics = self._write_predictions(trainer, data, id_class, out)
+        shutil.rmtree(out / "tmp_eval", ignore_errors=True)
+        return metrics
+
+    # ---------------------------------------------------------------- plots
+    def plot_confusion_matrix(
+        self, conf_mat: Any, output_directory: str, output_prefix: str, class_order: list[str]
+    ) -> None:
+        """Row-normalized confusion matrix heatmap: ``{output_prefix}_confusion_matrix.png``."""
+        plot_confusion_matrix(conf_mat, output_directory, output_prefix, class_order)
+
+    def plot_predictions(
+        self,
+        predictions_file: str,
+        id_class_dict_file: str,
+        title: str,
+        output_directory: str,
+        output_prefix: str,
+        class_order: list[str],
+    ) -> None:
+        """Per true class, the share of each predicted class: ``{output_prefix}_predictions.png``."""
+        plot_predictions(predictions_file, id_class_dict_file, title, output_directory, output_prefix, class_order)
+
+
+def load_classifier(model_directory: str | Path, classifier_type: str):
+    """Load a fine-tuned cell (sequence) or gene (token) classifier."""
+    cls = BertForCellClassification if classifier_type == "sequence" else BertForTokenClassification
+    return cls.from_pretrained(str(model_directory))
+
+
+def check_vocabulary(checkpoint: str | Path, data: Dataset, tokenizer) -> None:
+    """Fail when the checkpoint's vocabulary cannot hold the dataset's token ids."""
+    from transformers import AutoConfig
+
+    vocab_size = AutoConfig.from_pretrained(str(checkpoint), local_files_only=True).vocab_size
+    import pyarrow.compute as pc
+
+    high = -1
+    for batch in data.with_format("arrow").iter(batch_size=10_000):
+        value = pc.max(pc.list_flatten(batch["input_ids"])).as_py()
+        high = max(high, -1 if value is None else value)
+    if high >= vocab_size:
+        msg = (
+            f"the dataset holds token id {high} but the checkpoint {checkpoint} has a vocabulary of "
+            f"{vocab_size}: the data were tokenized with a different vocabulary than the model's"
+        )
+        raise ValueError(msg)
+    del tokenizer
+
+
+def split_cells(data: Dataset, test_size: float, seed: int, group_column: str | None) -> tuple[Dataset, Dataset]:
+    """Stratified train/test split of cells; with ``group_column`` no group spans both sides."""
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    labels = np.asarray(data["label"])
+    counts = np.bincount(labels)
+    if (counts[counts > 0] < 2).any():
+        rare = np.flatnonzero((counts > 0) & (counts < 2)).tolist()
+        msg = f"classes {rare} have a single example and cannot be split; raise rare_threshold or give eval_dataset"
+        raise ValueError(msg)
+    index = np.arange(len(data))
+    if group_column is None:
+        train, test = train_test_split(index, test_size=test_size, stratify=labels, random_state=seed)
+    else:
+        if group_column not in data.column_names:
+            msg = f"split_column {group_column!r} is not a dataset column (columns: {data.column_names})"
+            raise KeyError(msg)
+        groups = np.asarray(data[group_column]).astype(str)
+        n_splits = max(2, round(1 / test_size))
+        if len(set(groups)) < n_splits:
+            msg = f"split_column {group_column!r} has {len(set(groups))} groups; need at least {n_splits}"
+            raise ValueError(msg)
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        train, test = next(folds.split(index, labels, groups))
+    return data.select(np.sort(train)), data.select(np.sort(test))
+
+
+def split_genes(data: Dataset, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Split the *genes* of each class: training sees only train genes' labels, evaluation only test genes'."""
+    rng = np.random.default_rng(seed)
+    ids = [np.asarray(x) for x in data["input_ids"]]
+    labels = [np.asarray(x) for x in data["labels"]]
+    gene_class = {}
+    for seq, lab in zip(ids, labels, strict=True):
+        for gene, cls in zip(seq[lab != IGNORE_INDEX], lab[lab != IGNORE_INDEX], strict=True):
+            gene_class[int(gene)] = int(cls)
+    test_genes = set()
+    for cls in sorted(set(gene_class.values())):
+        genes = sorted(g for g, c in gene_class.items() if c == cls)
+        if len(genes) < 2:
+            msg = f"gene class {cls} has {len(genes)} gene(s) in the data; a gene split needs two or more per class"
+            raise ValueError(msg)
+        n_test = min(len(genes) - 1, max(1, round(test_size * len(genes))))
+        test_genes.update(rng.choice(genes, n_test, replace=False).tolist())
+    test_array = np.asarray(sorted(test_genes))
+
+    def relabel(keep_test: bool):
+        def fn(batch):
+            out = []
+            for seq, lab in zip(batch["input_ids"], batch["labels"], strict=True):
+                seq, lab = np.asarray(seq), np.asarray(lab).copy()
+                lab[np.isin(seq, test_array) != keep_test] = IGNORE_INDEX
+                out.append(lab.tolist())
+            return {"labels": out}
+
+        return fn
+
+    parts = []
+    for keep_test in (False, True):
+        part = data.map(relabel(keep_test), batched=True)
+        has = [any(v != IGNORE_INDEX for v in row) for row in part["labels"]]
+        parts.append(part.select(np.flatnonzero(has)))
+    return parts[0], parts[1]

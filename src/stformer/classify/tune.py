@@ -1,0 +1,97 @@
+"""Ray Tune hyperparameter search for GenericClassifier (needs ``pip install 'stformer[tune]'``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from transformers import TrainingArguments
+
+from ..pretrain.setup import choose_closest
+
+METRIC, MODE = "macro_f1", "max"
+
+
+def _require_ray():
+    try:
+        import ray
+        from ray import tune
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        msg = "hyperparameter search needs Ray Tune: pip install 'stformer[tune]'"
+        raise ImportError(msg) from err
+    return ray, tune
+
+
+def search_space(ray_config: dict) -> dict:
+    """Ray search space from ``ray_config``.
+
+    Ray domains pass through, lists become choices, ``(low, high)`` tuples become log-uniform
+    (learning rates) or uniform ranges.
+
+    Keys must be ``TrainingArguments`` fields; near misses raise with a suggestion.
+    """
+    _, tune = _require_ray()
+    fields = [f.name for f in dataclasses.fields(TrainingArguments)]
+    space = {}
+    for key, value in ray_config.items():
+        if key not in fields:
+            msg = f"ray_config key {key!r} is not a TrainingArguments field"
+            try:
+                msg += f"; did you mean {choose_closest(key, fields)!r}?"
+            except ValueError:
+                pass
+            raise ValueError(msg)
+        if isinstance(value, list):
+            space[key] = tune.choice(value)
+        elif isinstance(value, tuple) and len(value) == 2:
+            space[key] = tune.loguniform(*value) if "learning_rate" in key else tune.uniform(*value)
+        else:
+            space[key] = value
+    return space
+
+
+def run_ray_tune(classifier, checkpoint, train_data, eval_data, out: Path, n_trials: int, tokenizer, id_class):
+    """Train ``n_trials`` models on CPU/GPU workers, each evaluated on ``eval_data`` (macro-F1).
+
+    The best trial's model is copied to ``out/best_model``. Returns Ray's ``ExperimentAnalysis``.
+    """
+    if not classifier.ray_config:
+        msg = "n_trials > 0 needs ray_config (the hyperparameters to search)"
+        raise ValueError(msg)
+    ray, tune = _require_ray()
+    space = search_space(classifier.ray_config)
+    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+
+    def trial(config, train_data=None, eval_data=None):
+        trial_dir = Path(tune.get_context().get_trial_dir())
+        trainer = classifier._trainer(
+            checkpoint,
+            train_data,
+            eval_data,
+            tokenizer,
+            id_class,
+            trial_dir,
+            {**config, "disable_tqdm": True},
+        )
+        trainer.train()
+        metrics = trainer.evaluate()
+        trainer.save_model(str(trial_dir / "model"))
+        tune.report({METRIC: metrics[f"eval_{METRIC}"], "eval_loss": metrics["eval_loss"]})
+
+    trainable = tune.with_resources(tune.with_parameters(trial, train_data=train_data, eval_data=eval_data), {"cpu": 1})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(num_samples=n_trials, metric=METRIC, mode=MODE),
+        run_config=tune.RunConfig(name="ray_tune", storage_path=str(out.resolve()), verbose=0),
+    )
+    results = tuner.fit()
+    best = results.get_best_result(metric=METRIC, mode=MODE)
+    if best.error:
+        msg = f"every Ray Tune trial failed; first error: {best.error}"
+        raise RuntimeError(msg)
+    best_model = out / "best_model"
+    shutil.rmtree(best_model, ignore_errors=True)
+    shutil.copytree(Path(best.path) / "model", best_model)
+    return tune.ExperimentAnalysis(results.experiment_path, default_metric=METRIC, default_mode=MODE)

@@ -1,0 +1,156 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+from datasets import Dataset, load_from_disk
+
+from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
+from stformer.classify.classifier import read_id_class_dict, split_cells, split_genes
+
+FAST = {
+    "num_train_epochs": 4,
+    "learning_rate": 3e-3,
+    "per_device_train_batch_size": 8,
+    "logging_steps": 50,
+    "disable_tqdm": True,
+}
+
+
+def _separable_cells(vocab_size, n=120, seed=0):
+    """Cells whose type decides which genes they express: an easy, learnable signal."""
+    rng = np.random.default_rng(seed)
+    genes = np.arange(2, vocab_size)
+    pools = {
+        "T": genes[: len(genes) // 3],
+        "B": genes[len(genes) // 3 : 2 * len(genes) // 3],
+        "NK": genes[2 * len(genes) // 3 :],
+    }
+    types = rng.choice(list(pools), n)
+    ids = [rng.choice(pools[t], rng.integers(5, 12), replace=False).tolist() for t in types]
+    return Dataset.from_dict(
+        {
+            "input_ids": ids,
+            "length": [len(x) for x in ids],
+            "cell_type": types.tolist(),
+            "sample": [f"s{i % 6}" for i in range(n)],
+        }
+    )
+
+
+@pytest.fixture
+def cells(pretrained, tmp_path):
+    vocab = load_token_dictionary(pretrained / "vocab.json")
+    path = tmp_path / "cells.dataset"
+    _separable_cells(len(vocab)).save_to_disk(str(path))
+    return path
+
+
+def test_sequence_classification_end_to_end(pretrained, cells, tmp_path):
+    clf = GenericClassifier("cell_type", training_args=FAST, forward_batch_size=16)
+    data_path, label_path = clf.prepare_data(str(cells), str(tmp_path / "out"), "pbmc")
+    assert data_path.endswith("pbmc_labeled.dataset") and label_path.endswith("pbmc_id_class_dict.pkl")
+    assert pickle.loads(open(label_path, "rb").read()) == {0: "B", 1: "NK", 2: "T"}  # id -> class
+    trainer = clf.train(str(pretrained), data_path, str(tmp_path / "out"))
+    out = tmp_path / "out"
+    metrics = json.loads((out / "eval_metrics.json").read_text())
+    assert metrics["macro_f1"] > 0.9  # the signal is easy: a working pipeline learns it
+    assert set(metrics["per_class"]) == {"B", "NK", "T"} and np.sum(metrics["confusion_matrix"]) == 24
+    assert (out / "eval_confusion_matrix.png").stat().st_size > 1000
+    assert (out / "model" / "model.safetensors").exists() and not (out / "checkpoints").exists()
+    assert trainer.model.config.cell_pooling == "mean"
+    again = clf.evaluate(str(out / "model"), str(out / "eval.dataset"), label_path, str(tmp_path / "ev"))
+    assert again["macro_f1"] == pytest.approx(metrics["macro_f1"])
+    predicted, logits = predict_from_checkpoint(str(out / "model"), str(out / "eval.dataset"), return_logits=True)
+    eval_labels = load_from_disk(str(out / "eval.dataset"))["label"]
+    assert logits.shape == (24, 3)
+    assert np.mean(np.asarray(predicted) == np.asarray(eval_labels)) == pytest.approx(again["accuracy"])
+    saved = pickle.loads((out / "predictions.pkl").read_bytes())
+    assert saved["label_ids"] == eval_labels and saved["predictions"] == predicted
+
+
+def test_first_token_pooling_and_class_weights_train(pretrained, cells, tmp_path):
+    clf = GenericClassifier(
+        "cell_type", training_args={**FAST, "num_train_epochs": 1}, pooling="first", class_weights=True, freeze_layers=1
+    )
+    data_path, _ = clf.prepare_data(str(cells), str(tmp_path), "x")
+    trainer = clf.train(str(pretrained), data_path, str(tmp_path))
+    frozen = trainer.model.bert.encoder.layer[0].attention.self.query.weight
+    assert not frozen.requires_grad and trainer.model.bert.encoder.layer[1].output.dense.weight.requires_grad
+    assert trainer.model.config.cell_pooling == "first"
+
+
+def test_split_by_group_keeps_samples_apart(pretrained):
+    data = _separable_cells(40, n=120).map(lambda e: {"label": ["T", "B", "NK"].index(e["cell_type"])})
+    train, test = split_cells(data, 0.2, 0, "sample")
+    assert not set(train["sample"]) & set(test["sample"])
+    train, test = split_cells(data, 0.2, 0, None)
+    assert len(test) == 24 and sorted(set(test["label"])) == [0, 1, 2]
+
+
+def test_gene_classification_holds_out_genes(pretrained, token_dataset, tmp_path):
+    vocab = load_token_dictionary(pretrained / "vocab.json")
+    genes = sorted(g for g in vocab if g.startswith("ENSG"))
+    classes = {"tf": genes[0:10], "kinase": genes[10:20]}
+    clf = GenericClassifier(
+        "gene_class",
+        classifier_type="token",
+        gene_class_dict=classes,
+        token_dictionary_file=str(pretrained / "vocab.json"),
+        training_args={**FAST, "num_train_epochs": 1},
+    )
+    data_path, label_path = clf.prepare_data(str(token_dataset), str(tmp_path), "genes")
+    assert read_id_class_dict(label_path) == {0: "kinase", 1: "tf"}
+    data = load_from_disk(data_path)
+    train, test = split_genes(data, 0.3, 0)
+
+    def labeled_genes(ds):
+        return {
+            g
+            for ids, lab in zip(ds["input_ids"], ds["labels"], strict=True)
+            for g, y in zip(ids, lab, strict=True)
+            if y != -100
+        }
+
+    assert labeled_genes(train) and labeled_genes(test)
+    assert not labeled_genes(train) & labeled_genes(test)
+    clf.train(str(pretrained), data_path, str(tmp_path))
+    metrics = json.loads((tmp_path / "eval_metrics.json").read_text())
+    assert set(metrics["per_class"]) == {"kinase", "tf"}
+    predicted = predict_from_checkpoint(
+        str(tmp_path / "model"), str(tmp_path / "eval.dataset"), classifier_type="token"
+    )
+    assert [len(p) for p in predicted] == load_from_disk(str(tmp_path / "eval.dataset"))["length"]
+
+
+def test_bad_inputs(pretrained, cells, tmp_path):
+    with pytest.raises(ValueError, match="needs gene_class_dict"):
+        GenericClassifier("x", classifier_type="token")
+    with pytest.raises(ValueError, match="classifier_type must be one of"):
+        GenericClassifier("x", classifier_type="cells")
+    with pytest.raises(KeyError, match="metadata_column 'tissue' is not a dataset column"):
+        GenericClassifier("tissue").prepare_data(str(cells), str(tmp_path), "p")
+    with pytest.raises(ValueError, match="only one class left"):
+        GenericClassifier("cell_type", filter_data={"cell_type": "T"}).prepare_data(str(cells), str(tmp_path), "p")
+    with pytest.raises(ValueError, match=r"labels \['T'\] are not in label_mapping"):
+        GenericClassifier("cell_type", label_mapping={"B": 0, "NK": 1}).prepare_data(str(cells), str(tmp_path), "p")
+    big = Dataset.from_dict({"input_ids": [[2, 9999], [3, 4]], "label": [0, 1], "length": [2, 2]})
+    big.save_to_disk(str(tmp_path / "big.dataset"))
+    with pytest.raises(ValueError, match="token id 9999 but the checkpoint .* vocabulary of"):
+        GenericClassifier("label").train(str(pretrained), str(tmp_path / "big.dataset"), str(tmp_path / "o"))
+
+
+def test_evaluate_rejects_unseen_labels(pretrained, cells, tmp_path):
+    clf = GenericClassifier("cell_type", training_args={**FAST, "num_train_epochs": 1})
+    data_path, label_path = clf.prepare_data(str(cells), str(tmp_path), "p")
+    clf.train(str(pretrained), data_path, str(tmp_path))
+    extra = Dataset.from_dict({"input_ids": [[2, 3]], "label": [7], "length": [2]})
+    extra.save_to_disk(str(tmp_path / "extra.dataset"))
+    with pytest.raises(ValueError, match=r"label ids \[7\] were not seen in training"):
+        clf.evaluate(str(tmp_path / "model"), str(tmp_path / "extra.dataset"), label_path, str(tmp_path / "e"))
+
+
+def test_read_id_class_dict_accepts_both_directions(tmp_path):
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps({0: "B", 1: "T"}))
+    (tmp_path / "b.pkl").write_bytes(pickle.dumps({"B": 0, "T": 1}))
+    assert read_id_class_dict(tmp_path / "a.pkl") == read_id_class_dict(tmp_path / "b.pkl") == {0: "B", 1: "T"}
