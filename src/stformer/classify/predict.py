@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from datasets import load_from_disk
@@ -39,7 +41,7 @@ def predict_from_checkpoint(
     args = TrainingArguments(
         output_dir=str(model_dir),
         per_device_eval_batch_size=batch_size,
-        dataloader_num_workers=num_workers,
+        dataloader_num_workers=min(num_workers, len(os.sched_getaffinity(0))),
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
