@@ -154,3 +154,46 @@ def test_read_id_class_dict_accepts_both_directions(tmp_path):
     (tmp_path / "a.pkl").write_bytes(pickle.dumps({0: "B", 1: "T"}))
     (tmp_path / "b.pkl").write_bytes(pickle.dumps({"B": 0, "T": 1}))
     assert read_id_class_dict(tmp_path / "a.pkl") == read_id_class_dict(tmp_path / "b.pkl") == {0: "B", 1: "T"}
+
+
+def test_classify_cli(pretrained, cells, tmp_path, capsys):
+    from stformer.cli import main
+
+    config = tmp_path / "clf.json"
+    config.write_text(json.dumps({"training_args": {**FAST, "num_train_epochs": 1}}))
+    common = ["--metadata-column", "cell_type", "--config", str(config)]
+    assert main(["classify", "prepare", "--data", str(cells), "--out", str(tmp_path), "--prefix", "c", *common]) == 0
+    data = tmp_path / "c_labeled.dataset"
+    assert main(["classify", "train", "--data", str(data), "--out", str(tmp_path / "run"), *common]) == 1
+    assert "classify train needs --model" in capsys.readouterr().err
+    args = ["--model", str(pretrained), "--data", str(data), "--out", str(tmp_path / "run")]
+    assert main(["classify", "train", *args, *common]) == 0
+    model = str(tmp_path / "run" / "model")
+    ev = [
+        "--model",
+        model,
+        "--data",
+        str(tmp_path / "run" / "eval.dataset"),
+        "--labels",
+        str(tmp_path / "c_id_class_dict.pkl"),
+        "--out",
+        str(tmp_path / "ev"),
+    ]
+    assert main(["classify", "evaluate", *ev, *common]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                "predict",
+                "--model",
+                model,
+                "--data",
+                str(tmp_path / "run" / "eval.dataset"),
+                "--out",
+                str(tmp_path / "pred"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())) == 24

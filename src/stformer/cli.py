@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from ._config import add_dataclass_options, config_from_cli
+from ._config import add_dataclass_options, config_from_cli, load_config_file
+from ._files import write_json
 from .tokenize import TokenizerConfig, compute_gene_medians, tokenize_data, write_gene_medians
 from .tokenize._common import InputOptions
 from .vocab import build_token_dictionary, save_token_dictionary
@@ -92,6 +93,51 @@ def _pretrain(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
 
 
+def _classifier(args: argparse.Namespace):
+    from .classify import GenericClassifier
+
+    options = load_config_file(args.config) if args.config else {}
+    if args.metadata_column:
+        options["metadata_column"] = args.metadata_column
+    if "metadata_column" not in options:
+        msg = "give --metadata-column (or metadata_column in --config)"
+        raise ValueError(msg)
+    return GenericClassifier(**options)
+
+
+def _classify(args: argparse.Namespace) -> None:
+    from .classify import predict_from_checkpoint
+
+    classifier = _classifier(args)
+    needed = {"train": ["model"], "evaluate": ["model", "labels"], "predict": ["model"]}.get(args.action, [])
+    missing = [f"--{name}" for name in needed if getattr(args, name) is None]
+    if missing:
+        msg = f"classify {args.action} needs {' and '.join(missing)}"
+        raise ValueError(msg)
+    if args.action == "prepare":
+        data, labels = classifier.prepare_data(str(args.data), str(args.out), args.prefix)
+        print(json.dumps({"dataset": data, "id_class_dict": labels}, indent=1))
+    elif args.action == "train":
+        classifier.train(
+            str(args.model),
+            str(args.data),
+            str(args.out),
+            eval_dataset=args.eval_data,
+            n_trials=args.n_trials,
+            test_size=args.test_size,
+        )
+        print((Path(args.out) / "eval_metrics.json").read_text())
+    elif args.action == "evaluate":
+        metrics = classifier.evaluate(str(args.model), str(args.data), str(args.labels), str(args.out))
+        print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1")}, indent=1))
+    else:
+        predicted = predict_from_checkpoint(str(args.model), str(args.data), classifier.classifier_type)
+        path = Path(args.out) / "predictions.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(predicted, path, overwrite=True)
+        print(f"wrote {len(predicted)} predictions to {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``stformer`` command."""
     parser = argparse.ArgumentParser(prog="stformer", description=__doc__)
@@ -144,6 +190,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     add_dataclass_options(p, PretrainConfig)
     p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("classify", help="fine-tune, evaluate and apply cell or gene classifiers")
+    p.add_argument("action", choices=["prepare", "train", "evaluate", "predict"])
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="prepare: token dataset; train: labeled dataset; evaluate/predict: dataset",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--metadata-column", help="label column (cell classification)")
+    p.add_argument("--config", type=Path, help="JSON/YAML of GenericClassifier options")
+    p.add_argument("--prefix", default="classifier", help="prepare: output file prefix")
+    p.add_argument("--model", type=Path, help="train: pretrained model; evaluate/predict: fine-tuned model")
+    p.add_argument("--labels", type=Path, help="evaluate: id_class_dict file")
+    p.add_argument("--eval-data", type=Path, help="train: separate evaluation dataset")
+    p.add_argument("--test-size", type=float, default=0.2)
+    p.add_argument("--n-trials", type=int, default=0, help="train: Ray Tune trials (needs ray_config)")
+    p.set_defaults(func=_classify)
     return parser
 
 
