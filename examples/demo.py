@@ -16,9 +16,10 @@ from datasets import load_from_disk
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from stformer import GenericClassifier, pretrain
+from stformer import GenericClassifier
 from stformer.cli import main as stformer
 from stformer.demo import pbmc68k_counts
+from stformer.pretrain import pretrain
 
 MODEL = {"num_layers": 4, "hidden_size": 128, "num_heads": 4, "intermediate_size": 256}
 

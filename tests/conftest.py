@@ -54,7 +54,7 @@ TINY_MODEL = {"num_layers": 2, "hidden_size": 32, "num_heads": 2, "intermediate_
 @pytest.fixture(scope="session")
 def pretrained(token_dataset, tmp_path_factory):
     """A tiny pretrained model folder (safetensors, config, tokenizer, vocab.json)."""
-    from stformer import pretrain
+    from stformer.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("pretrained")
     pretrain(token_dataset, out, epochs=2, batch_size=8, logging_steps=50, bf16=False, **TINY_MODEL)

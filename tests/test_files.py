@@ -61,3 +61,17 @@ def test_load_mapping_file_errors(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
         load_mapping_file(bad)
+
+
+def test_public_api_imports_lazily_and_completely():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stformer; assert 'torch' not in sys.modules; "
+        "from stformer.pretrain import STFormerPretrainer, STFormerPreCollator, load_example_lengths, "
+        "setup_environment, make_output_dirs, choose_closest, pretrain; "
+        "from stformer.classify import GenericClassifier, predict_from_checkpoint; "
+        "assert all(getattr(stformer, n) is not None for n in stformer.__all__); print('ok')"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"

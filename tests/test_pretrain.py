@@ -15,7 +15,8 @@ from torch.utils.data import RandomSampler
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from stformer import BertForMaskedGenes, STFormerPretrainer, load_token_dictionary, pretrain
+from stformer import BertForMaskedGenes, STFormerPretrainer, load_token_dictionary
+from stformer.pretrain import pretrain
 
 FAST = {**TINY_MODEL, "batch_size": 8, "logging_steps": 5, "bf16": False}
 

@@ -32,7 +32,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept non-integer (normalized) values without a warning",
     )
-    parser.add_argument("--chunk-size", type=int, default=2048, help="cells read at once")
+    parser.add_argument("--chunk-size", type=int, help="cells read at once (medians 2048, tokenize 256)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1, help="worker processes")
     p.set_defaults(func=_tokenize)
 
-    from .pretrain import PretrainConfig
+    from .pretrain.config import PretrainConfig
 
     p = sub.add_parser("pretrain", help="masked-gene pretraining of a BERT model on a token dataset")
     p.add_argument("dataset", type=Path, help="token dataset folder written by `stformer tokenize`")

@@ -1,20 +1,18 @@
 """Masked-gene pretraining: trainer, collators, utilities and the one-call ``pretrain``."""
 
-from .collator import DataCollatorForMaskedGenes, STFormerPreCollator
-from .model import BertForMaskedGenes
-from .run import PretrainConfig, pretrain
-from .setup import choose_closest, make_output_dirs, setup_environment
-from .trainer import STFormerPretrainer, load_example_lengths
+from .._lazy import lazy_exports
 
-__all__ = [
-    "BertForMaskedGenes",
-    "DataCollatorForMaskedGenes",
-    "PretrainConfig",
-    "STFormerPreCollator",
-    "STFormerPretrainer",
-    "choose_closest",
-    "load_example_lengths",
-    "make_output_dirs",
-    "pretrain",
-    "setup_environment",
-]
+_EXPORTS = {
+    "BertForMaskedGenes": ".model",
+    "DataCollatorForMaskedGenes": ".collator",
+    "PretrainConfig": ".config",
+    "STFormerPreCollator": ".collator",
+    "STFormerPretrainer": ".trainer",
+    "choose_closest": ".setup",
+    "load_example_lengths": ".trainer",
+    "make_output_dirs": ".setup",
+    "pretrain": ".run",
+    "setup_environment": ".setup",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -119,9 +119,12 @@ class H5adSource(CountSource):
             options = ["X"] + (["raw"] if "raw" in f else []) + layers
             msg = f"{self.path}: layer {layer!r} not found; available: {options}"
             raise KeyError(msg)
+        self._csr_group = None
         if isinstance(elem, h5py.Group):
             encoding = elem.attrs.get("encoding-type", "")
             self._matrix = sparse_dataset(elem)
+            if encoding == "csr_matrix":
+                self._csr_group = elem  # rows are read straight from data/indices/indptr
             if encoding == "csc_matrix":
                 warnings.warn(
                     f"{self.path}: matrix is stored column-major (CSC); loading it whole into "
@@ -147,7 +150,14 @@ class H5adSource(CountSource):
         self.raw_gene_ids = np.asarray(ids).astype(str)
 
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
-        return _to_csr(self._matrix[start:stop])
+        if self._csr_group is None:
+            return _to_csr(self._matrix[start:stop])
+        group = self._csr_group
+        indptr = group["indptr"][start : stop + 1].astype(np.int64)
+        lo, hi = int(indptr[0]), int(indptr[-1])
+        data = group["data"][lo:hi].astype(np.float64)
+        indices = group["indices"][lo:hi]
+        return sp.csr_matrix((data, indices, indptr - lo), shape=(stop - start, len(self.raw_gene_ids)))
 
     def _take_scattered(self, rows: np.ndarray) -> sp.csr_matrix:
         return _to_csr(self._matrix[np.asarray(rows, dtype=np.int64)])
@@ -252,8 +262,8 @@ class ColumnMap:
     ``count * weight``; duplicated identifiers are summed into one target column.
     """
 
-    target: np.ndarray  # (file genes,) int64 target column, -1 when the gene is not kept
-    weight: np.ndarray  # (file genes,) float64
+    target: np.ndarray  # (file genes,) int32 target column, -1 when the gene is not kept
+    weight: np.ndarray  # (n_targets,) float64 weight of each target column
     n_targets: int
     has_duplicates: bool
 
@@ -272,7 +282,7 @@ class ColumnMap:
         if duplicates not in ("sum", "first", "error"):
             msg = f"duplicate_genes must be 'sum', 'first' or 'error', got {duplicates!r}"
             raise ValueError(msg)
-        target = np.fromiter((targets.get(g, -1) for g in gene_ids), np.int64, len(gene_ids))
+        target = np.fromiter((targets.get(g, -1) for g in gene_ids), np.int32, len(gene_ids))
         kept = target >= 0
         repeated = kept & pd.Series(target).duplicated().to_numpy()
         if repeated.any() and duplicates == "error":
@@ -284,9 +294,10 @@ class ColumnMap:
             raise ValueError(msg)
         if duplicates == "first":
             target[repeated] = -1
-        weight = np.ones(len(gene_ids))
-        if weights is not None:
-            weight = np.array([weights.get(g, 0.0) for g in gene_ids])
+        weight = np.ones(n_targets)
+        for gene, value in (weights or {}).items():
+            if gene in targets:
+                weight[targets[gene]] = value
         has_duplicates = bool(repeated.any()) and duplicates == "sum"
         return cls(target=target, weight=weight, n_targets=n_targets, has_duplicates=has_duplicates)
 
@@ -296,10 +307,15 @@ class ColumnMap:
         Also returns the sum of the counts that fell in kept columns (the vocabulary coverage).
         """
         target = self.target[counts.indices]
-        keep = (target >= 0) & (counts.data != 0)
-        indptr = np.concatenate([[0], np.cumsum(keep)])[counts.indptr]
-        data = counts.data[keep] * self.weight[counts.indices[keep]]
-        out = sp.csr_matrix((data, target[keep], indptr), shape=(counts.shape[0], self.n_targets))
+        keep = target >= 0
+        if not counts.data.all():  # explicit zeros are rare
+            keep &= counts.data != 0
+        positions = np.flatnonzero(keep)
+        indptr = np.searchsorted(positions, counts.indptr)
+        kept_counts, columns = counts.data[positions], target[positions]
+        out = sp.csr_matrix(
+            (kept_counts * self.weight[columns], columns, indptr), shape=(counts.shape[0], self.n_targets)
+        )
         if self.has_duplicates:
             out.sum_duplicates()
-        return out, float(counts.data[keep].sum())
+        return out, float(kept_counts.sum())

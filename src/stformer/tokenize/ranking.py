@@ -5,9 +5,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-_EMPTY = np.uint64(np.iinfo(np.uint64).max)
-_ROWS_PER_BLOCK = 512
-
 
 def scale_rows(matrix: sp.csr_matrix, factors: np.ndarray) -> sp.csr_matrix:
     """Multiply each row of a CSR matrix (cells, genes) by ``factors`` (cells,), in place."""
@@ -55,30 +52,32 @@ def rank_value_encode(values: sp.csr_matrix, max_length: int | np.ndarray) -> tu
     >>> rank_value_encode(v, 2)
     (array([2, 1, 0, 1], dtype=int32), array([2, 2]))
     """
-    n_rows = values.shape[0]
+    n_rows, n_cols = values.shape
     counts = np.diff(values.indptr)
     lengths = np.minimum(counts, max_length).astype(np.int64)
-    # One uint64 key per entry: high 32 bits order by value (descending), low 32 bits by token id.
-    # Positive float32 bit patterns sort like the floats themselves.
-    value_bits = values.data.astype(np.float32).view(np.uint32).astype(np.uint64)
-    keys = ((np.uint64(0xFFFFFFFF) - value_bits) << np.uint64(32)) | values.indices.astype(np.uint64)
-    out = np.empty(int(lengths.sum()), dtype=np.int32)
-    out_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    for lo in range(0, n_rows, _ROWS_PER_BLOCK):
-        hi = min(lo + _ROWS_PER_BLOCK, n_rows)
-        width = int(counts[lo:hi].max(initial=0))
-        if width == 0:
-            continue
-        block_counts = counts[lo:hi]
-        block = np.full((hi - lo, width), _EMPTY, dtype=np.uint64)  # (rows, width)
-        row_of = np.repeat(np.arange(hi - lo), block_counts)
-        start = values.indptr[lo]
-        col_of = _within(block_counts)
-        block[row_of, col_of] = keys[start : values.indptr[hi]]
-        block.sort(axis=1)
-        keep = np.arange(width) < lengths[lo:hi, None]  # (rows, width)
-        out[out_offsets[lo] : out_offsets[hi]] = (block[keep] & np.uint64(0xFFFFFFFF)).astype(np.int32)
-    return out, lengths
+    # One uint64 key per entry, sorted ascending within blocks of rows:
+    #   [row within block | inverted float32 bits of the value | token id]
+    # Positive float32 bit patterns order like the floats, so inverting them puts the highest
+    # value first; equal values fall back to the lower token id.
+    token_bits = max(1, int(n_cols - 1).bit_length())
+    row_bits = min(32 - token_bits, 12)
+    if row_bits < 1:
+        msg = f"vocabularies of more than 2**31 tokens are not supported (got {n_cols})"
+        raise ValueError(msg)
+    rows_per_block = 1 << row_bits
+    keys = np.invert(values.data.astype(np.float32).view(np.uint32)).astype(np.uint64)
+    keys <<= np.uint64(token_bits)
+    keys |= values.indices.astype(np.uint64)
+    row_in_block = np.arange(n_rows, dtype=np.uint64) & np.uint64(rows_per_block - 1)
+    keys |= np.repeat(row_in_block << np.uint64(32 + token_bits), counts)
+    for lo in range(0, n_rows, rows_per_block):
+        keys[values.indptr[lo] : values.indptr[min(lo + rows_per_block, n_rows)]].sort()
+    excess = counts - lengths
+    if excess.any():  # drop each row's entries past its length
+        keep = np.ones(len(keys), dtype=bool)
+        keep[np.repeat(values.indptr[1:] - excess, excess) + _within(excess)] = False
+        keys = keys[keep]
+    return (keys & np.uint64((1 << token_bits) - 1)).astype(np.int32), lengths
 
 
 def concat_ragged(

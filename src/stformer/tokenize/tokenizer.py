@@ -70,6 +70,7 @@ class TokenizerConfig(InputOptions):
         Approximate bytes per Arrow shard of the output dataset.
     """
 
+    chunk_size: int = 256  # cells per work unit: small arrays stay in cache
     mode: str = "spot"
     max_length: int | None = None
     metadata_columns: Mapping[str, str] | Sequence[str] | None = None
@@ -219,7 +220,7 @@ def _plan_file(
             if src.obs_column(column) is None:
                 msg = f"{path}: obs column {column!r} (asked for in metadata_columns) not found"
                 raise KeyError(msg)
-        first = src.read_rows(0, min(config.chunk_size, src.n_obs))
+        first = src.read_rows(0, min(1024, src.n_obs))  # a sample for the input checks
         check_counts(src, first, chunk_totals(totals, first, slice(0, first.shape[0])), config)
         total = first.sum()
         count_coverage = columns.apply(first)[1] / total if total else 1.0
@@ -275,7 +276,7 @@ def _neighbor_graph(src: CountSource, config: TokenizerConfig) -> sp.csr_matrix:
     return spatial_graph(src.obsm(config.spatial_key), samples, n_neighbors=config.n_neighbors, radius=config.radius)
 
 
-def _encode_file(plan: _FilePlan, config: TokenizerConfig, chunk_size: int) -> Iterator[dict]:
+def _encode_file(plan: _FilePlan, config: TokenizerConfig) -> Iterator[dict]:
     """Open one file and yield its encoded chunks in order (worker threads when nproc > 1)."""
     with open_source(plan.path, layer=config.layer, gene_id_column=config.gene_id_column) as src:
         metadata = {CELL_ID: src.obs_names()}
@@ -287,7 +288,8 @@ def _encode_file(plan: _FilePlan, config: TokenizerConfig, chunk_size: int) -> I
             graph=_neighbor_graph(src, config) if config.mode == "neighborhood" else None,
             metadata=metadata,
         )
-        chunks = [(s, min(s + chunk_size, plan.n_cells)) for s in range(0, plan.n_cells, chunk_size)]
+        size = config.chunk_size
+        chunks = [(s, min(s + size, plan.n_cells)) for s in range(0, plan.n_cells, size)]
         for result in _ordered_map(lambda c: _encode_chunk(file, *c, config), chunks, config.nproc):
             result["metadata"] = {name: values[result["rows"]] for name, values in metadata.items()}
             yield result
@@ -359,15 +361,12 @@ def tokenize_data(
 
     plans = [_plan_file(path, medians, vocab, config) for path in files]
     total = sum(p.n_cells for p in plans)
-    chunk_size = config.chunk_size
-    if config.nproc > 1:  # at least 4 chunks per worker
-        chunk_size = min(chunk_size, max(256, -(-total // (4 * config.nproc))))
     all_lengths: list[np.ndarray] = []
     with atomic_path(output_dir, overwrite=overwrite) as target:
         bar = tqdm(total=total, unit="cell", disable=not progress, desc=f"tokenize ({config.mode})")
         with bar, DatasetWriter(target, config.max_shard_size) as writer:
             for plan in plans:
-                for result in _encode_file(plan, config, chunk_size):
+                for result in _encode_file(plan, config):
                     if len(result["lengths"]):
                         writer.write(_to_table(result))
                     all_lengths.append(result["lengths"])
