@@ -18,7 +18,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the installation
-        msg = "plots need matplotlib: pip install 'stformer[plot]'"
+        msg = "plots need matplotlib: pip install matplotlib"
         raise ImportError(msg) from err
     return plt
 

@@ -28,7 +28,7 @@ class PretrainConfig:
     mlm_probability: float = 0.15
     seed: int = 42
     group_by_length: bool = True  # batches of similar length (less padding)
-    bf16: bool | None = None  # None: on where bf16 is fast (CUDA with bf16, CPU with AMX)
+    bf16: bool | None = None  # None: on where bf16 is fast (CUDA with bf16, CPUs with AMX or AVX512-BF16)
     gradient_checkpointing: bool = False
     eval_fraction: float = 0.0  # held-out share of cells for eval loss
     eval_steps: int = 500
