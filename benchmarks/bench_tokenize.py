@@ -1,8 +1,9 @@
 """Tokenizer throughput and peak memory: stformer vs the reference package (PyPI stformer 0.1.3a0).
 
 Each measurement runs in a fresh process (the input file read once before, so both packages
-start from the page cache); peak memory is that process's largest resident set, imports included. The reference runs only where asked
-(``--reference VENV``), on the same h5ad, medians and vocabulary, in the same run.
+start from the page cache); peak memory is that process's largest resident set, imports
+included. The reference runs only where asked (``--reference VENV``), on the same h5ad, medians
+and vocabulary, in the same run.
 
     python benchmarks/bench_tokenize.py --reference ../reference-venv            # 10k cells
     python benchmarks/bench_tokenize.py --cells 100000 --nproc 1 2
@@ -23,19 +24,32 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-OURS = """
-import json, resource, sys, time
+# VmHWM: this process's own peak resident set (ru_maxrss would carry the parent's peak over exec)
+PEAK = """
+def peak_rss_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+"""
+
+OURS = (
+    PEAK
+    + """
+import json, sys, time
 from stformer import tokenize_data
 data, medians, vocab, out, mode, nproc = sys.argv[1:7]
 start = time.perf_counter()
 summary = tokenize_data(data, out, medians, vocab, mode=mode, nproc=int(nproc), progress=False)
 seconds = time.perf_counter() - start
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # workers are threads of this process
+rss = peak_rss_kb()  # workers are threads of this process
 print(json.dumps({"seconds": seconds, "peak_gb": rss / 1e6, "cells": summary["n_tokenized"]}))
 """
+)
 
-REFERENCE = """
-import json, resource, sys, time, logging
+REFERENCE = (
+    PEAK
+    + """
+import json, sys, time, logging
 from pathlib import Path
 logging.disable(logging.INFO)
 
@@ -48,9 +62,9 @@ tok.tokenize(Path(data_dir), Path(out), "bench")
 seconds = time.perf_counter() - start
 from datasets import load_from_disk
 n = len(load_from_disk(str(Path(out) / "bench.dataset")))
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_gb": rss / 1e6, "cells": n}))
+print(json.dumps({"seconds": seconds, "peak_gb": peak_rss_kb() / 1e6, "cells": n}))
 """
+)
 
 
 def run_child(python: str, code: str, args: list[str]) -> dict:
@@ -91,7 +105,9 @@ def main() -> None:
     (data_dir / "medians.pkl").write_bytes(pickle.dumps(medians))
     (data_dir / "vocab.pkl").write_bytes(pickle.dumps(vocab))
 
-    h5ad.read_bytes()  # warm the page cache for every run alike
+    with h5ad.open("rb") as f:  # warm the page cache for every run alike
+        while f.read(1 << 24):
+            pass
     rows = []
     for mode in a.modes:
         for nproc in a.nproc:

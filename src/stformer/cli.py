@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=float, help="neighbor distance cutoff")
     p.add_argument("--spatial-key", default="spatial", help="obsm key of coordinates")
     p.add_argument("--connectivities-key", help="obsp key of a stored neighbor graph")
-    p.add_argument("--nproc", type=int, default=1, help="worker processes")
+    p.add_argument("--nproc", type=int, default=1, help="parallel workers (threads; the kernels release the GIL)")
     p.set_defaults(func=_tokenize)
 
     from .pretrain.config import PretrainConfig
