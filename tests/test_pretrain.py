@@ -152,6 +152,7 @@ def test_pretrain_end_to_end(token_dataset, tmp_path):
     tok = AutoTokenizer.from_pretrained(model_dir)
     vocab = json.loads((model_dir / "vocab.json").read_text())
     assert tok.pad_token_id == vocab["<pad>"] and tok.mask_token_id == vocab["<mask>"]
+    assert tok.model_max_length == model.config.max_position_embeddings == 2048
     assert model.config.vocab_size == len(vocab)
     assert not (model_dir / "training_args.bin").exists()
     with pytest.raises(FileExistsError, match="already holds checkpoints.*resume"):

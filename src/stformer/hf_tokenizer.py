@@ -15,12 +15,15 @@ def build_custom_tokenizer(
     token_dict_path: str | Path | Mapping[str, int],
     pad_token: str = PAD_TOKEN,
     mask_token: str = MASK_TOKEN,
+    *,
+    model_max_length: int | None = None,
 ):
     """Build a ``PreTrainedTokenizerFast`` from a vocabulary file (JSON or restricted pickle).
 
     Gene tokens keep their ids. ``<unk>``, ``<cls>`` and ``<sep>`` are special tokens as well;
     when the vocabulary lacks them they get the ids after the last gene (token datasets never
-    contain them, so the model's embedding size stays ``len(vocabulary)``).
+    contain them, so the model's embedding size stays ``len(vocabulary)``). ``model_max_length``
+    records the model's longest input (its position embeddings) in the saved tokenizer.
 
     >>> tok = build_custom_tokenizer("vocab.json")  # doctest: +SKIP
     >>> tok.save_pretrained("model_dir")  # doctest: +SKIP
@@ -49,4 +52,5 @@ def build_custom_tokenizer(
         cls_token="<cls>",
         sep_token="<sep>",
         model_input_names=["input_ids", "attention_mask"],
+        **({"model_max_length": model_max_length} if model_max_length else {}),
     )

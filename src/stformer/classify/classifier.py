@@ -13,6 +13,7 @@ from datasets import Dataset, load_from_disk
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
 from .._files import atomic_path, load_mapping_file, write_json, write_pickle
+from .._hardware import bf16_is_fast
 from ..hf_tokenizer import build_custom_tokenizer
 from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
 from .data import (
@@ -280,7 +281,7 @@ class GenericClassifier:
         model_init = self._model_init(checkpoint, id_class)
         collator = self._collator(tokenizer)
         return ClassifierTrainer(
-            model=model_init(),
+            model_init=model_init,  # the Trainer seeds before building the model (reproducible heads)
             args=args,
             train_dataset=train_data,
             eval_dataset=eval_data.select(np.argsort(-np.asarray(eval_data["length"]), kind="stable"))
@@ -334,6 +335,7 @@ class GenericClassifier:
             "train_sampling_strategy": "group_by_length",
             "seed": self.seed,
             "use_cpu": not torch.cuda.is_available(),
+            "bf16": bf16_is_fast(),
             "disable_tqdm": False,
         }
         return TrainingArguments(**{**defaults, **self.training_args, **overrides})

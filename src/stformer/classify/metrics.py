@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
@@ -48,10 +49,19 @@ def full_metrics(labels: np.ndarray, predicted: np.ndarray, class_names: dict[in
 
 
 class ClassifierTrainer(Trainer):
-    """``Trainer`` that evaluates and predicts in dataset order (no shuffled length grouping)."""
+    """``Trainer`` that evaluates and predicts in dataset order (no shuffled length grouping).
+
+    Evaluation runs under bf16 autocast when training does (the Trainer alone evaluates in fp32).
+    """
 
     def _get_eval_sampler(self, eval_dataset):
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The Trainer's prediction step, under bf16 autocast when ``args.bf16``."""
+        device = "cuda" if self.args.device.type == "cuda" else "cpu"
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.args.bf16):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
 
 def predict_in_length_order(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray | None]:

@@ -9,6 +9,7 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoTokenizer, TrainingArguments
 
+from .._hardware import bf16_is_fast
 from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
 from .metrics import ClassifierTrainer, predict_in_length_order
 
@@ -44,6 +45,7 @@ def predict_from_checkpoint(
         dataloader_num_workers=min(num_workers, len(os.sched_getaffinity(0))),
         report_to="none",
         use_cpu=not torch.cuda.is_available(),
+        bf16=bf16_is_fast(),
         disable_tqdm=True,
     )
     trainer = ClassifierTrainer(model=model, args=args, data_collator=collator, processing_class=tokenizer)

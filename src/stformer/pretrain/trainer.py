@@ -127,7 +127,8 @@ class STFormerPretrainer(Trainer):
         self._special_ids, self._gene_ids = special_and_gene_ids(self.token_collator)
         self._mask_key, self._mask_calls = None, 0
         kwargs.setdefault("data_collator", partial(self.token_collator.pad, return_tensors="pt"))
-        kwargs.setdefault("processing_class", build_custom_tokenizer(token_dictionary))
+        max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        kwargs.setdefault("processing_class", build_custom_tokenizer(token_dictionary, model_max_length=max_length))
         super().__init__(model=model, args=args, train_dataset=train_dataset, model_init=model_init, **kwargs)
         self._mlm_hits = self._mlm_total = 0
 

@@ -1,0 +1,21 @@
+"""What the hardware is fast at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def bf16_is_fast() -> bool:
+    """True on CUDA devices with bf16 and on CPUs with bf16 matrix instructions (AMX or AVX512-BF16).
+
+    Measured here (AVX512-BF16, 2 cores): bf16 autocast trains the default model 1.5x faster.
+    """
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
