@@ -2,7 +2,8 @@
 
 raw counts h5ad -> gene medians -> vocabulary -> token dataset -> pretraining (small BERT)
 -> cell-type classifier (bulk_labels, stratified 20% held out) -> evaluation next to a
-logistic-regression baseline on the same split. Run with ``make demo``; it prints a summary and
+logistic-regression baseline on the same split -> cell embeddings (obsm["X_stformer"] of a copy
+of the input h5ad). Run with ``make demo``; it prints a summary and
 writes everything under ``demo_output/``.
 """
 
@@ -16,7 +17,7 @@ from datasets import load_from_disk
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from stformer import GenericClassifier
+from stformer import GenericClassifier, embed, write_embeddings
 from stformer.cli import main as stformer
 from stformer.demo import pbmc68k_counts
 from stformer.pretrain import pretrain
@@ -104,6 +105,15 @@ def run(out: Path, pretrain_epochs: float, finetune_epochs: float) -> dict:
         data_path, label_path = classifier.prepare_data(str(out / "tokens"), str(out / "classify"), "pbmc")
         classifier.train(str(model_dir), data_path, str(out / "classify"), test_size=0.2)
     metrics = json.loads((out / "classify" / "eval_metrics.json").read_text())
+    with timed("embed", times):
+        embeddings = embed(model_dir, out / "tokens", progress=False)
+        write_embeddings(
+            embeddings,
+            out / "cell_embeddings.npz",
+            h5ad=h5ad,
+            overwrite=True,
+            h5ad_out=out / "pbmc68k_counts_stformer.h5ad",
+        )
 
     evaluation = load_from_disk(str(out / "classify" / "eval.dataset"))
     everything = load_from_disk(data_path)

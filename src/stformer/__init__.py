@@ -11,6 +11,8 @@ _EXPORTS = {
     "DataCollatorForGeneClassification": ".classify",
     "GenericClassifier": ".classify",
     "downsample_and_shuffle": ".classify",
+    "embed": ".embed",
+    "write_embeddings": ".embed",
     "flatten_list": ".classify",
     "label_classes": ".classify",
     "load_and_filter": ".classify",

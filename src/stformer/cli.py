@@ -138,6 +138,16 @@ def _classify(args: argparse.Namespace) -> None:
         print(f"wrote {len(predicted)} predictions to {path}")
 
 
+def _embed(args: argparse.Namespace) -> None:
+    from .embed import embed, write_embeddings
+
+    result = embed(
+        args.model, args.data, layer=args.layer, batch_size=args.batch_size, genes=args.genes, progress=not args.quiet
+    )
+    write_embeddings(result, args.out, h5ad=args.h5ad, h5ad_out=args.h5ad_out, overwrite=args.overwrite)
+    print(f"wrote embeddings of {len(result['cells'])} cells to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``stformer`` command."""
     parser = argparse.ArgumentParser(prog="stformer", description=__doc__)
@@ -209,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=float, default=0.2)
     p.add_argument("--n-trials", type=int, default=0, help="train: Ray Tune trials (needs ray_config)")
     p.set_defaults(func=_classify)
+
+    p = sub.add_parser("embed", help="cell (and gene) embeddings from a saved model")
+    p.add_argument("data", type=Path, help="token dataset")
+    p.add_argument("--model", required=True, type=Path, help="pretrained or fine-tuned model folder")
+    p.add_argument("--out", required=True, type=Path, help="output .npz (cells, cell_ids[, genes])")
+    p.add_argument("--layer", type=int, default=-1, help="hidden layer (-1: the last)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--genes", action="store_true", help="also gene embeddings averaged over cells")
+    p.add_argument("--h5ad", type=Path, help="AnnData to copy with obsm['X_stformer']")
+    p.add_argument("--h5ad-out", type=Path, help="where to write that copy (default: *_stformer.h5ad)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_embed)
     return parser
 
 

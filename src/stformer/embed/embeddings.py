@@ -1,0 +1,115 @@
+"""Cell embeddings (mean over a cell's genes) and gene embeddings (mean over cells)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset, load_from_disk
+from tqdm.auto import tqdm
+from transformers import AutoConfig, BertModel
+
+from .._constants import CELL_ID, INPUT_IDS
+from .._files import atomic_path
+
+
+def embed(
+    model_dir: str | Path,
+    dataset: str | Path | Dataset,
+    *,
+    layer: int = -1,
+    batch_size: int = 32,
+    genes: bool = False,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Embed every cell of a token dataset with the encoder of a saved model.
+
+    A cell's embedding is the mean of ``layer``'s hidden states over its real tokens (padding
+    excluded), so it does not depend on the batch it was computed in. Cells are batched by
+    similar length and returned in dataset order. With ``genes=True`` also each gene's hidden
+    state averaged over every cell that expresses it.
+
+    Returns ``{"cells": (n_cells, hidden), "cell_ids": (n_cells,)}`` and, with genes,
+    ``{"gene_tokens": (n_genes,), "genes": (n_genes, hidden)}`` (float32).
+
+    >>> out = embed("runs/pbmc/model", "pbmc_tokens")  # doctest: +SKIP
+    >>> out["cells"].shape  # doctest: +SKIP
+    (700, 256)
+    """
+    data = load_from_disk(str(dataset)) if isinstance(dataset, (str, Path)) else dataset
+    if INPUT_IDS not in data.column_names or len(data) == 0:
+        msg = f"{dataset}: expected a non-empty token dataset with an {INPUT_IDS!r} column"
+        raise ValueError(msg)
+    config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    model = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False).eval()
+    n_layers = config.num_hidden_layers
+    if not -n_layers - 1 <= layer <= n_layers:
+        msg = f"layer must lie in [{-n_layers - 1}, {n_layers}] for a {n_layers}-layer model, got {layer}"
+        raise ValueError(msg)
+    pad = config.pad_token_id or 0
+    lengths = np.array([len(x) for x in data[INPUT_IDS]])
+    order = np.argsort(-lengths, kind="stable")
+    cells = np.zeros((len(data), config.hidden_size), dtype=np.float32)
+    gene_sum = torch.zeros(config.vocab_size, config.hidden_size, dtype=torch.float64) if genes else None
+    gene_count = torch.zeros(config.vocab_size, dtype=torch.float64) if genes else None
+    batches = range(0, len(data), batch_size)
+    for start in tqdm(batches, desc="embed", unit="batch", disable=not progress):
+        rows = order[start : start + batch_size]
+        sequences = data.select(rows)[INPUT_IDS]
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, seq in enumerate(sequences):
+            ids[i, : len(seq)] = torch.as_tensor(seq)
+            mask[i, : len(seq)] = 1
+        with torch.no_grad():
+            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+        cells[rows] = ((hidden * weights).sum(1) / weights.sum(1)).numpy()  # (batch, hidden)
+        if genes:
+            real = mask.bool()
+            gene_sum.index_add_(0, ids[real], hidden[real].double())
+            gene_count.index_add_(0, ids[real], torch.ones(int(real.sum()), dtype=torch.float64))
+    result = {"cells": cells, "cell_ids": np.asarray(data[CELL_ID] if CELL_ID in data.column_names else [])}
+    if genes:
+        seen = torch.nonzero(gene_count).squeeze(1)
+        result["gene_tokens"] = seen.numpy()
+        result["genes"] = (gene_sum[seen] / gene_count[seen].unsqueeze(1)).float().numpy()
+    return result
+
+
+def write_embeddings(
+    embeddings: dict[str, np.ndarray],
+    out: str | Path,
+    *,
+    h5ad: str | Path | None = None,
+    h5ad_out: str | Path | None = None,
+    key: str = "X_stformer",
+    overwrite: bool = False,
+) -> None:
+    """Save embeddings as ``.npz``; optionally copy ``h5ad`` with them in ``obsm[key]``.
+
+    Cells are matched by ``cell_id``; cells the tokenizer dropped (nothing expressed) get NaN rows.
+    """
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **embeddings)
+    if h5ad is None:
+        return
+    import anndata as ad
+
+    adata = ad.read_h5ad(h5ad)
+    index = {c: i for i, c in enumerate(embeddings["cell_ids"].astype(str))}
+    missing = [c for c in adata.obs_names if c not in index]
+    if len(missing) == adata.n_obs:
+        msg = f"{h5ad}: none of its cells are in the embeddings (cell ids like {list(adata.obs_names[:3])})"
+        raise ValueError(msg)
+    matrix = np.full((adata.n_obs, embeddings["cells"].shape[1]), np.nan, dtype=np.float32)
+    for row, cell in enumerate(adata.obs_names):
+        if cell in index:
+            matrix[row] = embeddings["cells"][index[cell]]
+    adata.obsm[key] = matrix
+    target = h5ad_out or Path(h5ad).with_name(Path(h5ad).stem + "_stformer.h5ad")
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        adata.write_h5ad(tmp)
