@@ -24,12 +24,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# VmHWM: this process's own peak resident set (ru_maxrss would carry the parent's peak over exec)
-PEAK = """
-def peak_rss_kb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
+# Children import the shared helper from this folder (VmHWM: the child's own peak memory).
+PEAK = f"""
+import sys
+sys.path.insert(0, {str(HERE)!r})
+from _memory import peak_rss_kb
 """
 
 OURS = (

@@ -15,16 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import transformers
+from _memory import peak_rss_kb
 from datasets import Dataset
-
-
-def peak_rss_kb() -> int:
-    """VmHWM: this process's own peak resident set."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
 
 p = argparse.ArgumentParser()
 p.add_argument("--impl", choices=["stformer", "reference"], required=True)

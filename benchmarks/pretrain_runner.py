@@ -15,17 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _memory import peak_rss_kb
 from datasets import Dataset
 from transformers import BertConfig, BertForMaskedLM, TrainerCallback, TrainingArguments
-
-
-def peak_rss_kb() -> int:
-    """VmHWM: this process's own peak resident set (ru_maxrss would carry the parent's over exec)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
 
 p = argparse.ArgumentParser()
 p.add_argument("--impl", choices=["stformer", "reference"], required=True)

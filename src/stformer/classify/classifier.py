@@ -215,7 +215,7 @@ class GenericClassifier:
         data = load_from_disk(str(dataset_path))
         id_class = self._id_class(dataset_path, data)
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_checkpoint)
-        check_vocabulary(model_checkpoint, data, tokenizer)
+        check_vocabulary(model_checkpoint, data)
         train_data, eval_data = self._split(data, eval_dataset, test_size)
         with atomic_path(out / EVAL_DATASET, overwrite=True) as tmp:
             eval_data.save_to_disk(str(tmp))
@@ -247,7 +247,7 @@ class GenericClassifier:
         data = load_from_disk(str(dataset_path))
         id_class = self._id_class(dataset_path, data)
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_checkpoint)
-        check_vocabulary(model_checkpoint, data, tokenizer)
+        check_vocabulary(model_checkpoint, data)
         train_data, eval_data = self._split(data, eval_dataset_path, test_size)
         out = Path(output_directory)
         return run_ray_tune(self, model_checkpoint, train_data, eval_data, out, n_trials, tokenizer, id_class)
@@ -400,7 +400,7 @@ class GenericClassifier:
             msg = f"{eval_dataset_path}: label ids {unseen[:5]} were not seen in training ({id_class_dict_file})"
             raise ValueError(msg)
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_directory)
-        check_vocabulary(model_directory, data, tokenizer)
+        check_vocabulary(model_directory, data)
         model = load_classifier(model_directory, self.classifier_type)
         out = Path(output_directory)
         out.mkdir(parents=True, exist_ok=True)
@@ -443,7 +443,7 @@ def load_classifier(model_directory: str | Path, classifier_type: str):
     return cls.from_pretrained(str(model_directory))
 
 
-def check_vocabulary(checkpoint: str | Path, data: Dataset, tokenizer) -> None:
+def check_vocabulary(checkpoint: str | Path, data: Dataset) -> None:
     """Fail when the checkpoint's vocabulary cannot hold the dataset's token ids."""
     from transformers import AutoConfig
 
@@ -460,7 +460,6 @@ def check_vocabulary(checkpoint: str | Path, data: Dataset, tokenizer) -> None:
             f"{vocab_size}: the data were tokenized with a different vocabulary than the model's"
         )
         raise ValueError(msg)
-    del tokenizer
 
 
 def split_cells(data: Dataset, test_size: float, seed: int, group_column: str | None) -> tuple[Dataset, Dataset]:
