@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ._config import add_dataclass_options, config_from_cli, load_config_file
 from ._files import write_json
+from .pipeline import STAGES
 from .tokenize import TokenizerConfig, compute_gene_medians, tokenize_data, write_gene_medians
 from .tokenize._common import InputOptions
 from .vocab import build_token_dictionary, save_token_dictionary
@@ -148,6 +149,18 @@ def _embed(args: argparse.Namespace) -> None:
     print(f"wrote embeddings of {len(result['cells'])} cells to {args.out}")
 
 
+def _run(args: argparse.Namespace) -> None:
+    from .pipeline import load_run_config, run_pipeline
+
+    config = load_run_config(args.config)
+    stages = tuple(args.stages or STAGES)
+    log = run_pipeline(config, stages=stages, progress=not args.quiet)
+    print(json.dumps(log, indent=1))
+    report = Path(config.output_dir) / "report" / "summary.md"
+    if report.exists():
+        print(report.read_text())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``stformer`` command."""
     parser = argparse.ArgumentParser(prog="stformer", description=__doc__)
@@ -232,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_embed)
+
+    p = sub.add_parser("run", help="every stage from h5ad/loom to a classifier, embeddings and a report")
+    p.add_argument("config", type=Path, help="YAML/JSON run config (see examples/pbmc.yaml)")
+    p.add_argument("--stages", nargs="+", choices=list(STAGES), help="run only these stages")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_run)
     return parser
 
 

@@ -228,6 +228,7 @@ class GenericClassifier:
             trainer = self._trainer(model_checkpoint, train_data, eval_data, tokenizer, id_class, out)
             trainer.train()
         self._save(trainer, out / MODEL_DIR, id_class)
+        write_json(trainer.state.log_history, out / "log_history.json", overwrite=True)
         self._write_predictions(trainer, eval_data, id_class, out)
         return trainer
 
