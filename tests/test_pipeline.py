@@ -58,6 +58,13 @@ def test_run_fails_early_on_a_missing_label(tmp_path):
     with pytest.raises(KeyError, match="obs column 'tissue' .*label_column"):
         run_pipeline(config, progress=False)
     assert not (tmp_path / "out" / "medians.json").exists()
+    config.label_column = "cell_type"
+    config.medians = {"gene_mapping": {"SOME_SYMBOL": "ENSG1"}}
+    with pytest.raises(ValueError, match="none of its gene identifiers .* is known to the gene_mapping"):
+        run_pipeline(config, progress=False)
+    config.medians = {"gene_id_column": "symbol"}
+    with pytest.raises(KeyError, match="var column 'symbol' not found"):
+        run_pipeline(config, progress=False)
     config.data = [str(tmp_path / "missing.h5ad")]
     with pytest.raises(FileNotFoundError, match="missing.h5ad: file not found"):
         run_pipeline(config, progress=False)

@@ -47,16 +47,21 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 def check_inputs(config: RunConfig) -> None:
     """Fail before any long work: missing files, a missing label column, unknown gene ids."""
+    from .tokenize._common import InputOptions, gene_ids_of
     from .tokenize._sources import find_data_files, open_source
 
+    reading = {k: v for k, v in config.medians.items() if k != "method"}
+    options = build_config(InputOptions, reading, source="medians section")
     for path in find_data_files(config.data):
-        options = {k: config.tokenize[k] for k in ("layer", "gene_id_column") if k in config.tokenize}
-        with open_source(path, **options) as src:
+        with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
             if src.obs_column(config.label_column) is None:
                 msg = f"{path}: obs column {config.label_column!r} (label_column) not found"
                 raise KeyError(msg)
-            if not len(src.raw_gene_ids):
-                msg = f"{path}: no genes"
+            if not (gene_ids_of(src, options) != "").any():
+                msg = (
+                    f"{path}: none of its gene identifiers (like {list(src.raw_gene_ids[:3])}) is known to "
+                    "the gene_mapping; check gene_id_column and the mapping"
+                )
                 raise ValueError(msg)
 
 
