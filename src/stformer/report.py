@@ -71,7 +71,7 @@ def _embedding_plot(embeddings: np.ndarray, labels: np.ndarray, path: Path) -> s
     ax.set_title(f"Cell embeddings ({method}), coloured by label")
     ax.legend(markerscale=2, fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return method
 
@@ -93,7 +93,7 @@ def _curves(out: Path, path: Path) -> None:
         ax.set_xlabel("step")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
