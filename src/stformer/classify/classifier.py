@@ -12,6 +12,7 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
+from .._datasets import token_id_range
 from .._files import atomic_path, load_mapping_file, write_json, write_pickle
 from .._hardware import bf16_is_fast
 from ..hf_tokenizer import build_custom_tokenizer
@@ -295,9 +296,7 @@ class GenericClassifier:
         )
 
     def _collator(self, tokenizer):
-        if self.classifier_type == "sequence":
-            return DataCollatorForCellClassification(tokenizer, padding="longest", max_length=None)
-        return DataCollatorForGeneClassification(tokenizer, padding="longest")
+        return classification_collator(tokenizer, self.classifier_type)
 
     def _model_init(self, checkpoint: str, id_class: dict[int, str]):
         """A function building the model with a fresh head (Ray Tune calls it once per trial)."""
@@ -438,6 +437,13 @@ class GenericClassifier:
         plot_predictions(predictions_file, id_class_dict_file, title, output_directory, output_prefix, class_order)
 
 
+def classification_collator(tokenizer, classifier_type: str):
+    """The collator for cells or genes, padding each batch to its longest example."""
+    if classifier_type == "sequence":
+        return DataCollatorForCellClassification(tokenizer, padding="longest", max_length=None)
+    return DataCollatorForGeneClassification(tokenizer, padding="longest")
+
+
 def load_classifier(model_directory: str | Path, classifier_type: str):
     """Load a fine-tuned cell (sequence) or gene (token) classifier."""
     cls = BertForCellClassification if classifier_type == "sequence" else BertForTokenClassification
@@ -449,12 +455,7 @@ def check_vocabulary(checkpoint: str | Path, data: Dataset) -> None:
     from transformers import AutoConfig
 
     vocab_size = AutoConfig.from_pretrained(str(checkpoint), local_files_only=True).vocab_size
-    import pyarrow.compute as pc
-
-    high = -1
-    for batch in data.with_format("arrow").iter(batch_size=10_000):
-        value = pc.max(pc.list_flatten(batch["input_ids"])).as_py()
-        high = max(high, -1 if value is None else value)
+    high = (token_id_range(data) or (0, -1))[1]
     if high >= vocab_size:
         msg = (
             f"the dataset holds token id {high} but the checkpoint {checkpoint} has a vocabulary of "

@@ -10,7 +10,6 @@ from datasets import load_from_disk
 from transformers import AutoTokenizer, TrainingArguments
 
 from .._hardware import bf16_is_fast
-from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
 from .metrics import ClassifierTrainer, predict_in_length_order
 
 
@@ -29,16 +28,12 @@ def predict_from_checkpoint(
     (n, classes), or (n, longest, classes) for tokens (positions past an example's end hold -100).
     Batches group cells of similar length and are padded to their longest example.
     """
-    from .classifier import load_classifier
+    from .classifier import classification_collator, load_classifier
 
     model = load_classifier(model_dir, classifier_type)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     data = load_from_disk(str(dataset_path))
-    collator = (
-        DataCollatorForCellClassification(tokenizer, padding="longest", max_length=None)
-        if classifier_type == "sequence"
-        else DataCollatorForGeneClassification(tokenizer)
-    )
+    collator = classification_collator(tokenizer, classifier_type)
     args = TrainingArguments(
         output_dir=str(model_dir),
         per_device_eval_batch_size=batch_size,

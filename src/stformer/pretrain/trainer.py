@@ -7,13 +7,13 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import RandomSampler, Sampler
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .._constants import INPUT_IDS
+from .._datasets import token_id_range
 from .._files import safe_load_pickle
 from ..hf_tokenizer import build_custom_tokenizer
 from .collator import IGNORE_INDEX, STFormerPreCollator, mask_genes, special_and_gene_ids
@@ -54,15 +54,11 @@ def check_token_dataset(dataset, vocab_size: int, *, name: str = "train_dataset"
     if len(dataset) == 0:
         msg = f"{name} is empty"
         raise ValueError(msg)
-    low, high = None, None
-    for batch in dataset.with_format("arrow").iter(batch_size=10_000):
-        bounds = pc.min_max(pc.list_flatten(batch[INPUT_IDS])).as_py()
-        if bounds["min"] is not None:
-            low = bounds["min"] if low is None else min(low, bounds["min"])
-            high = bounds["max"] if high is None else max(high, bounds["max"])
-    if high is None:
+    span = token_id_range(dataset)
+    if span is None:
         msg = f"{name}: every example has an empty {INPUT_IDS!r}"
         raise ValueError(msg)
+    low, high = span
     if low < 0 or high >= vocab_size:
         msg = (
             f"{name}: token ids span {low}..{high} but the vocabulary has {vocab_size} tokens; "
