@@ -59,6 +59,10 @@ def test_sequence_classification_end_to_end(pretrained, cells, tmp_path):
     assert (out / "eval_confusion_matrix.png").stat().st_size > 1000
     assert (out / "model" / "model.safetensors").exists() and not (out / "checkpoints").exists()
     assert trainer.model.config.cell_pooling == "mean"
+    batches = list(trainer.get_train_dataloader())
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    padded = sum(b["attention_mask"].numel() for b in batches)
+    assert padded - real < 0.05 * real  # cells of similar length batched together (random order: ~35%)
     again = clf.evaluate(str(out / "model"), str(out / "eval.dataset"), label_path, str(tmp_path / "ev"))
     assert again["macro_f1"] == pytest.approx(metrics["macro_f1"])
     predicted, logits = predict_from_checkpoint(str(out / "model"), str(out / "eval.dataset"), return_logits=True)

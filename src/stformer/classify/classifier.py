@@ -12,7 +12,7 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
-from .._datasets import token_id_range
+from .._datasets import example_lengths, token_id_range
 from .._files import atomic_path, load_mapping_file, write_json, write_pickle
 from .._hardware import bf16_is_fast
 from ..hf_tokenizer import build_custom_tokenizer
@@ -286,9 +286,7 @@ class GenericClassifier:
             model_init=model_init,  # the Trainer seeds before building the model (reproducible heads)
             args=args,
             train_dataset=train_data,
-            eval_dataset=eval_data.select(np.argsort(-np.asarray(eval_data["length"]), kind="stable"))
-            if "length" in eval_data.column_names
-            else eval_data,
+            eval_dataset=eval_data.select(np.argsort(-example_lengths(eval_data), kind="stable")),
             data_collator=collator,
             processing_class=tokenizer,
             compute_metrics=compute_metrics,

@@ -8,6 +8,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
 
+from .._attention import FastAttentionTrainer
+from .._datasets import example_lengths
+from .._sampling import LengthGroupedSampler
 from .data import IGNORE_INDEX
 
 
@@ -48,11 +51,20 @@ def full_metrics(labels: np.ndarray, predicted: np.ndarray, class_names: dict[in
     }
 
 
-class ClassifierTrainer(Trainer):
+class ClassifierTrainer(FastAttentionTrainer):
     """``Trainer`` that evaluates and predicts in dataset order (no shuffled length grouping).
 
-    Evaluation runs under bf16 autocast when training does (the Trainer alone evaluates in fp32).
+    Training with ``train_sampling_strategy="group_by_length"`` batches cells of similar length
+    (:class:`~stformer._sampling.LengthGroupedSampler`, small datasets included). Evaluation runs
+    under bf16 autocast when training does (the Trainer alone evaluates in fp32).
     """
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy != "group_by_length":
+            return super()._get_train_sampler(train_dataset)
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedSampler(example_lengths(dataset), batch, self.args.seed)
 
     def _get_eval_sampler(self, eval_dataset):
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
@@ -70,12 +82,7 @@ def predict_in_length_order(trainer: Trainer, dataset) -> tuple[np.ndarray, np.n
     Examples are predicted sorted by length (little padding) and put back in order. Per-token
     outputs of all batches share one width (the Trainer pads them with -100).
     """
-    lengths = (
-        np.asarray(dataset["length"])
-        if "length" in dataset.column_names
-        else np.asarray([len(x) for x in dataset["input_ids"]])
-    )
-    order = np.argsort(-lengths, kind="stable")
+    order = np.argsort(-example_lengths(dataset), kind="stable")
     output = trainer.predict(dataset.select(order))
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))

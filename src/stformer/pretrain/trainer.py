@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import RandomSampler, Sampler
-from transformers import Trainer, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers import TrainingArguments
 
+from .._attention import FastAttentionTrainer
 from .._constants import INPUT_IDS
 from .._datasets import token_id_range
 from .._files import safe_load_pickle
+from .._sampling import LengthGroupedSampler
 from ..hf_tokenizer import build_custom_tokenizer
 from .collator import IGNORE_INDEX, STFormerPreCollator, mask_genes, special_and_gene_ids
 
@@ -28,22 +29,6 @@ def load_example_lengths(file_path: str | Path) -> list[int]:
         msg = f"{file_path}: expected a list of non-negative integers (one length per example)"
         raise ValueError(msg)
     return lengths
-
-
-class EpochLengthGroupedSampler(LengthGroupedSampler):
-    """Length-grouped sampler whose order depends only on (seed, epoch): resumable runs repeat it."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by the Trainer at the start of each epoch."""
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return super().__iter__()
 
 
 def check_token_dataset(dataset, vocab_size: int, *, name: str = "train_dataset") -> None:
@@ -67,7 +52,7 @@ def check_token_dataset(dataset, vocab_size: int, *, name: str = "train_dataset"
         raise ValueError(msg)
 
 
-class STFormerPretrainer(Trainer):
+class STFormerPretrainer(FastAttentionTrainer):
     """Trainer for masked-gene pretraining on rank-value token datasets.
 
     Batches are padded to their longest example and masked as BERT does (:func:`mask_genes`)
@@ -139,7 +124,7 @@ class STFormerPretrainer(Trainer):
             return None
         if self.groups_by_length:
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return EpochLengthGroupedSampler(batch, self.example_lengths, self.args.seed)
+            return LengthGroupedSampler(self.example_lengths, batch, self.args.seed)
         return RandomSampler(self.train_dataset)
 
     def _get_train_sampler(self, train_dataset=None) -> Sampler | None:

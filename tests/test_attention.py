@@ -1,0 +1,109 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertModel
+
+from stformer._attention import ATTENTION, _BlockedAttention, stformer_attention, use_fast_attention
+
+CONFIG = BertConfig(
+    vocab_size=300,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=128,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+    max_position_embeddings=700,
+)
+
+
+def test_blocked_attention_is_exact_attention_over_each_prefix():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 600, 16, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    lengths = [600, 300]  # 600 spans three query blocks
+    valid = (torch.arange(600) < torch.tensor(lengths)[:, None])[:, None, :, None]  # (batch, 1, seq, 1)
+    weights = torch.randn(2, 3, 600, 16, dtype=torch.float64) * valid
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=valid.transpose(2, 3))
+    (expected * weights).sum().backward()
+    expected_grads = [x.grad.clone() for x in (q, k, v)]
+    for x in (q, k, v):
+        x.grad = None
+    got = _BlockedAttention.apply(q, k, v, lengths, 16**-0.5)
+    (got * weights).sum().backward()
+    torch.testing.assert_close(got * valid, expected * valid)
+    assert not got[1, :, 300:].any()  # padding rows are zero
+    for grad, want in zip((q.grad, k.grad, v.grad), expected_grads, strict=True):
+        torch.testing.assert_close(grad, want, rtol=1e-6, atol=1e-6)
+
+
+def _gradients(model, ids, mask, bf16):
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    target = torch.linspace(-1, 1, hidden.shape[-1])
+    (hidden.float() * target * mask[..., None]).sum().backward()
+    return hidden.float(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_bf16_model_matches_fp32_as_closely_as_sdpa(monkeypatch):
+    blocked_calls = []
+    original = _BlockedAttention.apply
+    monkeypatch.setattr(_BlockedAttention, "apply", lambda *a: blocked_calls.append(1) or original(*a))
+    torch.manual_seed(0)
+    sdpa = BertModel(copy.deepcopy(CONFIG), add_pooling_layer=False)
+    fast = use_fast_attention(BertModel(copy.deepcopy(CONFIG), add_pooling_layer=False))
+    fast.load_state_dict(sdpa.state_dict())
+    assert sdpa.config._attn_implementation == "sdpa" and fast.config._attn_implementation == ATTENTION
+    ids = torch.randint(2, 300, (3, 600))
+    mask = torch.ones(3, 600, dtype=torch.long)
+    mask[1, 450:] = 0
+    mask[2, 10:] = 0
+    real = mask.bool()
+    truth_hidden, truth = _gradients(sdpa, ids, mask, bf16=False)
+    fp32_hidden, fp32 = _gradients(fast, ids, mask, bf16=False)  # fp32 goes to SDPA: identical
+    torch.testing.assert_close(fp32_hidden[real], truth_hidden[real], rtol=0, atol=0)
+    sdpa_hidden, sdpa_grads = _gradients(sdpa, ids, mask, bf16=True)
+    fast_hidden, fast_grads = _gradients(fast, ids, mask, bf16=True)
+    assert len(blocked_calls) == CONFIG.num_hidden_layers  # bf16 on CPU took the blocked path
+    sdpa_err = (sdpa_hidden[real] - truth_hidden[real]).abs().max()
+    assert (fast_hidden[real] - truth_hidden[real]).abs().max() <= 2 * sdpa_err + 1e-3
+    for name, want in truth.items():
+        if name.endswith("key.bias"):
+            continue  # mathematically zero (softmax ignores a shift): only rounding noise
+        fast_err = (fast_grads[name] - want).norm() / want.norm()
+        sdpa_err = (sdpa_grads[name] - want).norm() / want.norm()
+        assert fast_err <= 2 * sdpa_err + 1e-3, name
+
+
+@pytest.mark.parametrize("case", ["left padding", "attention dropout", "fp32"])
+def test_uncovered_cases_go_to_sdpa(monkeypatch, case):
+    import stformer._attention as attention
+
+    calls = []
+    monkeypatch.setattr(attention, "sdpa_attention_forward", lambda *a, **k: calls.append(1) or ("sdpa", None))
+    dtype = torch.float32 if case == "fp32" else torch.bfloat16
+    q = k = v = torch.randn(2, 4, 8, 16, dtype=dtype)
+    valid = torch.ones(2, 8, dtype=torch.bool)
+    if case == "left padding":
+        valid[1, :3] = False
+    out, _ = stformer_attention(
+        None, q, k, v, valid[:, None, None, :], dropout=0.1 if case == "attention dropout" else 0.0
+    )
+    assert out == "sdpa" and calls == [1]
+
+
+def test_trainers_switch_their_models(tmp_path):
+    from transformers import TrainingArguments
+
+    from stformer.classify.metrics import ClassifierTrainer
+
+    model = BertModel(copy.deepcopy(CONFIG))
+    ClassifierTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True))
+    assert model.config._attn_implementation == ATTENTION
+    trainer = ClassifierTrainer(
+        model_init=lambda: BertModel(copy.deepcopy(CONFIG)),
+        args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True),
+    )
+    assert trainer.model.config._attn_implementation == ATTENTION
