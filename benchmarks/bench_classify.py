@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cells", type=int, default=240)
+    p.add_argument("--cells", type=int, default=480)
     p.add_argument("--vocab", type=int, default=20_000)
     p.add_argument("--reference", type=Path)
     p.add_argument("--workdir", type=Path, default=Path("bench_output"))

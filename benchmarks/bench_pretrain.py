@@ -52,11 +52,13 @@ def main() -> None:
     data = a.workdir / "pretrain_cells.npz"
     np.savez(data, tokens=tokens, lengths=lengths, vocab_size=a.vocab)
 
+    stock = ["--stock-kernels"]
     runs = [
-        ("stformer", "as reference: full logits, attn dropout 0.02, fp32", ["--attention-dropout", "0.02"]),
-        ("stformer", "+ attention dropout 0 (fused SDPA)", []),
-        ("stformer", "+ logits at masked positions only", ["--masked-only"]),
-        ("stformer", "+ bf16 autocast (default here)", ["--masked-only", "--bf16"]),
+        ("stformer", "as reference: full logits, attn dropout 0.02, fp32", [*stock, "--attention-dropout", "0.02"]),
+        ("stformer", "+ attention dropout 0 (fused SDPA)", stock),
+        ("stformer", "+ blocked loss at masked positions only", [*stock, "--masked-only"]),
+        ("stformer", "+ bf16 autocast", [*stock, "--masked-only", "--bf16"]),
+        ("stformer", "+ blocked attention, Dropout16 (default here)", ["--masked-only", "--bf16"]),
         ("stformer", "default, without length grouping", ["--masked-only", "--bf16", "--no-grouping"]),
     ]
     if a.reference:

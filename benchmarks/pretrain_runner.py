@@ -28,6 +28,7 @@ p.add_argument("--bf16", action="store_true")
 p.add_argument("--masked-only", action="store_true", help="stformer: MLM logits only at masked positions")
 p.add_argument("--attention-dropout", type=float, default=0.0)
 p.add_argument("--no-grouping", action="store_true")
+p.add_argument("--stock-kernels", action="store_true", help="stformer: PyTorch's SDPA and nn.Dropout, not its own")
 p.add_argument("--layers", type=int, default=6)
 p.add_argument("--hidden", type=int, default=256)
 p.add_argument("--heads", type=int, default=4)
@@ -75,6 +76,11 @@ common = dict(
 )
 if a.impl == "stformer":
     from stformer import BertForMaskedGenes, STFormerPretrainer
+
+    if a.stock_kernels:
+        import stformer._kernels
+
+        stformer._kernels.use_fast_kernels = lambda model: model  # measure the lever: keep stock kernels
 
     model = (BertForMaskedGenes if a.masked_only else BertForMaskedLM)(config)
     args = TrainingArguments(**common, train_sampling_strategy="random" if a.no_grouping else "group_by_length")

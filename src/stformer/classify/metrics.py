@@ -8,8 +8,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
 
-from .._attention import FastAttentionTrainer
 from .._datasets import example_lengths
+from .._kernels import FastKernelsTrainer
 from .._sampling import LengthGroupedSampler
 from .data import IGNORE_INDEX
 
@@ -51,7 +51,7 @@ def full_metrics(labels: np.ndarray, predicted: np.ndarray, class_names: dict[in
     }
 
 
-class ClassifierTrainer(FastAttentionTrainer):
+class ClassifierTrainer(FastKernelsTrainer):
     """``Trainer`` that evaluates and predicts in dataset order (no shuffled length grouping).
 
     Training with ``train_sampling_strategy="group_by_length"`` batches cells of similar length

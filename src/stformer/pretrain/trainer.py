@@ -11,10 +11,10 @@ import torch
 from torch.utils.data import RandomSampler, Sampler
 from transformers import TrainingArguments
 
-from .._attention import FastAttentionTrainer
 from .._constants import INPUT_IDS
 from .._datasets import token_id_range
 from .._files import safe_load_pickle
+from .._kernels import FastKernelsTrainer
 from .._sampling import LengthGroupedSampler
 from ..hf_tokenizer import build_custom_tokenizer
 from .collator import IGNORE_INDEX, STFormerPreCollator, mask_genes, special_and_gene_ids
@@ -52,7 +52,7 @@ def check_token_dataset(dataset, vocab_size: int, *, name: str = "train_dataset"
         raise ValueError(msg)
 
 
-class STFormerPretrainer(FastAttentionTrainer):
+class STFormerPretrainer(FastKernelsTrainer):
     """Trainer for masked-gene pretraining on rank-value token datasets.
 
     Batches are padded to their longest example and masked as BERT does (:func:`mask_genes`)
@@ -166,9 +166,10 @@ class STFormerPretrainer(FastAttentionTrainer):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:
             with torch.no_grad():
-                logits = outputs["logits"]
-                target = labels[labels != IGNORE_INDEX] if logits.dim() == 2 else labels
-                predicted = logits.argmax(-1)
+                if "predicted" in outputs:  # BertForMaskedGenes: masked positions only
+                    predicted, target = outputs["predicted"], labels[labels != IGNORE_INDEX]
+                else:
+                    predicted, target = outputs["logits"].argmax(-1), labels
                 valid = target != IGNORE_INDEX
                 self._mlm_hits += int((predicted[valid] == target[valid]).sum())
                 self._mlm_total += int(valid.sum())

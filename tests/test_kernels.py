@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertModel
 
-from stformer._attention import ATTENTION, _BlockedAttention, stformer_attention, use_fast_attention
+from stformer._kernels import ATTENTION, Dropout16, _BlockedAttention, stformer_attention, use_fast_kernels
 
 CONFIG = BertConfig(
     vocab_size=300,
@@ -30,7 +30,7 @@ def test_blocked_attention_is_exact_attention_over_each_prefix():
     expected_grads = [x.grad.clone() for x in (q, k, v)]
     for x in (q, k, v):
         x.grad = None
-    got = _BlockedAttention.apply(q, k, v, lengths, 16**-0.5)
+    got = _BlockedAttention.apply(q, k, v, lengths, 16**-0.5).transpose(1, 2)  # (batch, seq, heads, d) in
     (got * weights).sum().backward()
     torch.testing.assert_close(got * valid, expected * valid)
     assert not got[1, :, 300:].any()  # padding rows are zero
@@ -53,7 +53,7 @@ def test_bf16_model_matches_fp32_as_closely_as_sdpa(monkeypatch):
     monkeypatch.setattr(_BlockedAttention, "apply", lambda *a: blocked_calls.append(1) or original(*a))
     torch.manual_seed(0)
     sdpa = BertModel(copy.deepcopy(CONFIG), add_pooling_layer=False)
-    fast = use_fast_attention(BertModel(copy.deepcopy(CONFIG), add_pooling_layer=False))
+    fast = use_fast_kernels(BertModel(copy.deepcopy(CONFIG), add_pooling_layer=False))
     fast.load_state_dict(sdpa.state_dict())
     assert sdpa.config._attn_implementation == "sdpa" and fast.config._attn_implementation == ATTENTION
     ids = torch.randint(2, 300, (3, 600))
@@ -79,7 +79,7 @@ def test_bf16_model_matches_fp32_as_closely_as_sdpa(monkeypatch):
 
 @pytest.mark.parametrize("case", ["left padding", "attention dropout", "fp32"])
 def test_uncovered_cases_go_to_sdpa(monkeypatch, case):
-    import stformer._attention as attention
+    import stformer._kernels as attention
 
     calls = []
     monkeypatch.setattr(attention, "sdpa_attention_forward", lambda *a, **k: calls.append(1) or ("sdpa", None))
@@ -107,3 +107,30 @@ def test_trainers_switch_their_models(tmp_path):
         args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True),
     )
     assert trainer.model.config._attn_implementation == ATTENTION
+
+
+@pytest.mark.parametrize("p", [0.02, 0.1, 0.5])
+def test_dropout16_drops_at_rate_p_and_rescales(p):
+    torch.manual_seed(0)
+    dropout = Dropout16(p)
+    x = torch.full((1000, 1001), 3.0, requires_grad=True)  # odd size: not a multiple of 4
+    y = dropout(x)
+    kept = y != 0
+    n = x.numel()
+    assert abs(kept.float().mean().item() - (1 - p)) < 5 * (p * (1 - p) / n) ** 0.5
+    torch.testing.assert_close(y[kept], torch.full((int(kept.sum()),), 3.0 / (1 - p)))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+    assert dropout.eval()(x) is x
+
+
+def test_use_fast_kernels_swaps_dropout_only():
+    config = copy.deepcopy(CONFIG)
+    config.hidden_dropout_prob = 0.1
+    model = BertModel(config)
+    before = [name for name, m in model.named_modules() if type(m) is torch.nn.Dropout]
+    use_fast_kernels(model)
+    after = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert before and sorted(after) == sorted(before)
+    assert all(type(m) is Dropout16 and m.p in (0.0, 0.1) for m in after.values())
+    assert after["embeddings.dropout"].p == 0.1
