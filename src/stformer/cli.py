@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -91,7 +92,8 @@ def _pretrain(args: argparse.Namespace) -> None:
         example_lengths_file=args.lengths,
         resume=args.resume,
     )
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
+    if os.environ.get("RANK", "0") == "0":  # one summary per torchrun launch
+        print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=1))
 
 
 def _classifier(args: argparse.Namespace):
@@ -263,7 +265,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"stformer {args.command}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear down the process group of a torchrun launch, so that every rank exits cleanly.
+
+    A gloo group still alive at interpreter exit can abort a rank ("terminate called without an
+    active exception") after all its work is written.
+    """
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ def _training_arguments(config: PretrainConfig, dirs: dict, n_train: int, has_ev
         dataloader_num_workers=config.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),  # multi-process CPU runs need it to use DDP (gloo)
+        ddp_find_unused_parameters=False,  # every parameter takes part in the masked-gene loss
     )
 
 
