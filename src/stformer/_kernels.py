@@ -154,7 +154,7 @@ def use_fast_kernels(model):
     for module in list(model.modules()):
         for name, child in module.named_children():
             if type(child) is torch.nn.Dropout:
-                setattr(module, name, Dropout16(child.p))
+                setattr(module, name, Dropout16(child.p).train(child.training))
     return model
 
 
