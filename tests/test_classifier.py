@@ -3,8 +3,12 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
+import transformers
 from datasets import Dataset, load_from_disk
+from transformers import TrainingArguments
 
+import stformer.classify.metrics as metrics
 from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
 from stformer.classify.classifier import read_id_class_dict, split_cells, split_genes
 
@@ -205,12 +209,6 @@ def test_classify_cli(pretrained, cells, tmp_path, capsys):
 
 @pytest.mark.parametrize("model_class", ["BertForSequenceClassification", "BertForTokenClassification"])
 def test_prediction_step_in_chunks_matches_one_pass(pretrained, tmp_path, monkeypatch, model_class):
-    import torch
-    import transformers
-    from transformers import TrainingArguments
-
-    import stformer.classify.metrics as metrics
-
     torch.manual_seed(0)
     model = getattr(transformers, model_class).from_pretrained(str(pretrained), num_labels=3).eval()
     args = TrainingArguments(str(tmp_path), use_cpu=True, bf16=False, report_to="none")

@@ -88,10 +88,9 @@ class ClassifierTrainer(FastKernelsTrainer):
         parts = [self.prediction_step(model, chunk, prediction_loss_only, ignore_keys) for chunk in chunks]
         losses, logits, labels = zip(*parts, strict=True)
         loss = None
-        if losses[0] is not None:  # each is a mean over the chunk's labelled cells or genes
-            weighted = [(x, (c["labels"] != IGNORE_INDEX).sum()) for x, c in zip(losses, chunks, strict=True)]
-            weighted = [(x, w) for x, w in weighted if w > 0] or weighted[:1]  # a chunk without labels: NaN
-            loss = sum(x * w for x, w in weighted) / sum(w for _, w in weighted)
+        if losses[0] is not None:  # each is a mean over the chunk's labelled cells or genes (NaN if none)
+            weights = [(chunk["labels"] != IGNORE_INDEX).sum() for chunk in chunks]
+            loss = sum(x * w for x, w in zip(losses, weights, strict=True) if w > 0) / sum(weights)
         return loss, _concat(logits), _concat(labels)
 
 
