@@ -3,12 +3,8 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
-import transformers
 from datasets import Dataset, load_from_disk
-from transformers import TrainingArguments
 
-import stformer.classify.metrics as metrics
 from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
 from stformer.classify.classifier import read_id_class_dict, split_cells, split_genes
 
@@ -205,26 +201,3 @@ def test_classify_cli(pretrained, cells, tmp_path, capsys):
         == 0
     )
     assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())) == 24
-
-
-@pytest.mark.parametrize("model_class", ["BertForSequenceClassification", "BertForTokenClassification"])
-def test_prediction_step_in_chunks_matches_one_pass(pretrained, tmp_path, monkeypatch, model_class):
-    torch.manual_seed(0)
-    model = getattr(transformers, model_class).from_pretrained(str(pretrained), num_labels=3).eval()
-    args = TrainingArguments(str(tmp_path), use_cpu=True, bf16=False, report_to="none")
-    trainer = metrics.ClassifierTrainer(model=model, args=args)
-    mask = torch.ones(5, 10, dtype=torch.long)
-    mask[2:, 7:] = 0
-    token_labels = torch.randint(0, 3, (5, 10)).masked_fill(mask == 0, -100)
-    token_labels[0] = -100  # a cell without labelled genes: its chunk has no loss of its own
-    batch = {
-        "input_ids": torch.randint(2, model.config.vocab_size, (5, 10)) * mask,
-        "attention_mask": mask,
-        "labels": token_labels if model_class == "BertForTokenClassification" else torch.tensor([0, 1, 2, 1, 0]),
-    }
-    whole = trainer.prediction_step(model, batch, prediction_loss_only=False)
-    monkeypatch.setattr(metrics, "FORWARD_TOKENS", 10)  # one cell of width 10 per forward pass
-    chunked = trainer.prediction_step(model, batch, prediction_loss_only=False)
-    torch.testing.assert_close(chunked[0], whole[0])  # the mean over all labelled cells or genes
-    torch.testing.assert_close(chunked[1], whole[1])
-    assert torch.equal(chunked[2], whole[2])

