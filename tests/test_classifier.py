@@ -3,10 +3,14 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset, load_from_disk
+from transformers import TrainingArguments
 
 from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
 from stformer.classify.classifier import read_id_class_dict, split_cells, split_genes
+from stformer.classify.metrics import ClassifierTrainer
+from stformer.classify.model import BertForCellClassification
 
 FAST = {
     "num_train_epochs": 4,
@@ -201,3 +205,31 @@ def test_classify_cli(pretrained, cells, tmp_path, capsys):
         == 0
     )
     assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())) == 24
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradient_accumulation_divides_the_mean_loss(pretrained, tmp_path, weighted):
+    torch.manual_seed(0)
+    model = BertForCellClassification.from_pretrained(str(pretrained), num_labels=3, hidden_dropout_prob=0.0)
+    batch = {
+        "input_ids": torch.randint(2, model.config.vocab_size, (4, 6)),
+        "attention_mask": torch.ones(4, 6, dtype=torch.long),
+        "labels": torch.tensor([0, 1, 2, 1]),
+    }
+    weights = torch.tensor([1.0, 2.0, 3.0])
+
+    def weighted_loss(outputs, labels, num_items_in_batch=None):
+        return torch.nn.functional.cross_entropy(outputs["logits"].float(), labels, weight=weights)
+
+    args = TrainingArguments(str(tmp_path), use_cpu=True, bf16=False, report_to="none", gradient_accumulation_steps=2)
+    trainer = ClassifierTrainer(model=model, args=args, compute_loss_func=weighted_loss if weighted else None)
+    trainer.current_gradient_accumulation_steps = 2
+    outputs = model(**batch)
+    expected_loss = weighted_loss(outputs, batch["labels"]) if weighted else outputs.loss
+    expected_loss.backward()
+    expected = {name: p.grad.clone() / 2 for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    loss = trainer.training_step(model, dict(batch), num_items_in_batch=torch.tensor(4))
+    torch.testing.assert_close(loss, expected_loss.detach() / 2)
+    for name, grad in expected.items():
+        torch.testing.assert_close(model.get_parameter(name).grad, grad, msg=name)

@@ -56,8 +56,12 @@ class ClassifierTrainer(FastKernelsTrainer):
 
     Training with ``train_sampling_strategy="group_by_length"`` batches cells of similar length
     (:class:`~stformer._sampling.LengthGroupedSampler`, small datasets included). Evaluation runs
-    under bf16 autocast when training does (the Trainer alone evaluates in fp32).
+    under bf16 autocast when training does (the Trainer alone evaluates in fp32). Every loss here
+    (the model's, or the class-weighted one) is a mean over its batch, so gradient accumulation
+    divides it by the number of accumulated batches.
     """
+
+    loss_is_scaled_for_ga = False
 
     def _get_train_sampler(self, train_dataset=None):
         if self.args.train_sampling_strategy != "group_by_length":
