@@ -55,9 +55,10 @@ class _BlockedAttention(torch.autograd.Function):
     def forward(ctx, query, key, value, lengths, scale):
         """query, key, value: (batch, heads, seq, d) bf16; lengths: list of ints -> (batch, seq, heads, d)."""
         batch, heads, seq, d = query.shape
-        out = query.new_zeros(batch, seq, heads, d)  # the layout the caller wants
+        out = query.new_empty(batch, seq, heads, d)  # the layout the caller wants
         with torch.autocast("cpu", enabled=False):
             for b, n in enumerate(lengths):
+                out[b, n:].zero_()
                 k, v = _example(key, b, n), _example(value, b, n)
                 for start in range(0, n, QUERY_BLOCK):
                     stop = min(start + QUERY_BLOCK, n)
@@ -71,11 +72,13 @@ class _BlockedAttention(torch.autograd.Function):
     def backward(ctx, grad_out):
         query, key, value = ctx.saved_tensors
         scale, grad_out = ctx.scale, grad_out.transpose(1, 2)  # (batch, heads, seq, d)
-        grad_q = torch.zeros(query.shape, dtype=query.dtype)
-        grad_k = torch.zeros(key.shape, dtype=torch.float32)
-        grad_v = torch.zeros(value.shape, dtype=torch.float32)
+        grad_q = torch.empty(query.shape, dtype=query.dtype)
+        grad_k = torch.empty(key.shape, dtype=torch.float32)  # sums over query blocks
+        grad_v = torch.empty(value.shape, dtype=torch.float32)
         with torch.autocast("cpu", enabled=False):
             for b, n in enumerate(ctx.lengths):
+                for grad in (grad_q, grad_k, grad_v):
+                    grad[b, :, n:].zero_()  # padding; the rest is written below (no whole-tensor fill)
                 k, v = _example(key, b, n), _example(value, b, n)
                 for start in range(0, n, QUERY_BLOCK):
                     stop = min(start + QUERY_BLOCK, n)
@@ -83,8 +86,15 @@ class _BlockedAttention(torch.autograd.Function):
                     probs = _probs(q, k)  # (heads, rows, n)
                     grad_scores = torch._softmax_backward_data(torch.bmm(g, v.transpose(1, 2)), probs, -1, probs.dtype)
                     torch.bmm(grad_scores, k, out=grad_q[b, :, start:stop])
-                    grad_k[b, :, :n] += torch.bmm(grad_scores.transpose(1, 2), q)
-                    grad_v[b, :, :n] += torch.bmm(probs.transpose(1, 2), g)
+                    partial_k, partial_v = (
+                        torch.bmm(grad_scores.transpose(1, 2), q),
+                        torch.bmm(probs.transpose(1, 2), g),
+                    )
+                    if start == 0:
+                        grad_k[b, :, :n], grad_v[b, :, :n] = partial_k, partial_v
+                    else:
+                        grad_k[b, :, :n] += partial_k
+                        grad_v[b, :, :n] += partial_v
         grad_q.mul_(scale)
         return grad_q, grad_k.to(key.dtype), grad_v.to(value.dtype), None, None
 
