@@ -14,13 +14,12 @@ equal lengths), which the runner reproduces.
 """
 
 import argparse
-import json
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from _runs import median_of_runs
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,16 +68,7 @@ def main() -> None:
     for label, python in runs:
         impl = "stformer" if label == "stformer" else "reference"
         cmd = [python, str(HERE / "classify_runner.py"), "--impl", impl, "--data", str(data), "--model", str(model_dir)]
-        results = []
-        for _ in range(a.repeats if impl == "stformer" else 1):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                results = [{"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}]
-                break
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(f"# {label}: {results[-1]}", flush=True)
-        middle = len(results) // 2  # the median of each figure over the runs
-        rows.append((label, {k: sorted(r[k] for r in results)[middle] for k in results[0]}))
+        rows.append((label, median_of_runs(cmd, label, a.repeats if impl == "stformer" else 1)))
 
     ref = dict(rows).get("reference 0.1.3a0", {})
     print(

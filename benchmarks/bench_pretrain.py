@@ -3,7 +3,7 @@
 Synthetic cells of 200-2,048 expressed genes (uniform), vocabulary 20,000, default model
 (6 layers, hidden 256, 4 heads, FFN 512), batch 12; each configuration runs in a fresh process
 for ``--warmup`` + ``--steps`` steps, the default configuration ``--repeats`` times (its median
-run is reported: runs vary by up to ±10% on a shared machine). The reference package (PyPI
+figures are reported: runs vary by up to ±10% on a shared machine). The reference package (PyPI
 stformer 0.1.3a0, transformers 4.57, fp32, attention dropout 0.02 as in Geneformer's recipe,
 length-grouped) runs on the same cells and model shape in the same run when ``--reference VENV``
 is given.
@@ -12,14 +12,13 @@ is given.
 """
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _runs import median_of_runs
 
 HERE = Path(__file__).resolve().parent
 DEFAULT = "+ blocked attention, Dropout16 (default here)"
@@ -45,7 +44,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--reference", type=Path)
     p.add_argument("--reference-steps", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=3, help="runs of stformer's default row (median reported)")
+    p.add_argument("--repeats", type=int, default=3, help="runs of stformer's default row (median of each figure)")
     p.add_argument("--workdir", type=Path, default=Path("bench_output"))
     a = p.parse_args()
 
@@ -85,16 +84,7 @@ def main() -> None:
             str(a.warmup),
             *extra,
         ]
-        results = []
-        for _ in range(a.repeats if label == DEFAULT else 1):
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                results = [{"error": proc.stderr.strip().splitlines()[-1]}]
-                break
-            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(f"# {label}: {results[-1]}", flush=True)
-        results.sort(key=lambda r: r.get("tokens_per_s", 0))
-        rows.append((label, results[len(results) // 2]))  # the median run
+        rows.append((label, median_of_runs(cmd, label, a.repeats if label == DEFAULT else 1)))
 
     ref = next((r for label, r in rows if label.startswith("reference") and "tokens_per_s" in r), None)
     print(

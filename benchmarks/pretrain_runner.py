@@ -35,6 +35,8 @@ p.add_argument("--heads", type=int, default=4)
 p.add_argument("--ffn", type=int, default=512)
 p.add_argument("--batch", type=int, default=12)
 a = p.parse_args()
+if a.warmup < 1 or a.steps < 1:
+    p.error("--warmup and --steps must be at least 1 (timing starts at the end of the last warm-up step)")
 
 data = np.load(a.data)
 tokens, lengths, vocab_size = data["tokens"], data["lengths"], int(data["vocab_size"])
