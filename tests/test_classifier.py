@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, load_from_disk
-from transformers import TrainingArguments
+from transformers import BertConfig, TrainingArguments
 
 from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
 from stformer.classify.classifier import read_id_class_dict, split_cells, split_genes
@@ -63,6 +63,9 @@ def test_sequence_classification_end_to_end(pretrained, cells, tmp_path):
     assert (out / "eval_confusion_matrix.png").stat().st_size > 1000
     assert (out / "model" / "model.safetensors").exists() and not (out / "checkpoints").exists()
     assert trainer.model.config.cell_pooling == "mean"
+    saved = BertForCellClassification.from_pretrained(str(out / "model"))
+    assert saved.cell_norm.running_var.ne(1).all()  # the running statistics of training are kept
+    torch.testing.assert_close(saved.cell_norm.running_mean, trainer.model.cell_norm.running_mean)
     batches = list(trainer.get_train_dataloader())
     real = sum(int(b["attention_mask"].sum()) for b in batches)
     padded = sum(b["attention_mask"].numel() for b in batches)
@@ -207,6 +210,34 @@ def test_classify_cli(pretrained, cells, tmp_path, capsys):
     assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())) == 24
 
 
+def test_mean_pooled_cells_are_standardized_over_the_batch_then_by_running_statistics(pretrained):
+    torch.manual_seed(0)
+    model = BertForCellClassification.from_pretrained(str(pretrained), num_labels=3, hidden_dropout_prob=0.0)
+    assert torch.equal(model.cell_norm.running_var, torch.ones(model.config.hidden_size))  # initialized, not loaded
+    seen = []
+    model.classifier.register_forward_hook(lambda module, args, out: seen.append(args[0].detach()))
+    mask = torch.ones(6, 8, dtype=torch.long)
+    mask[3:, 5:] = 0
+    ids = torch.randint(2, model.config.vocab_size, (6, 8)) * mask
+    model.train()
+    for _ in range(30):
+        model(input_ids=ids, attention_mask=mask)
+    features = seen[-1]  # (cells, hidden) as the linear classifier sees them
+    torch.testing.assert_close(features.mean(0), torch.zeros(features.shape[1]), atol=1e-5, rtol=0)
+    variance = features.var(0, unbiased=False)  # var / (var + eps): a little under 1 for small variances
+    assert variance.le(1).all() and variance.gt(0.95).all()
+    model(input_ids=ids[:1], attention_mask=mask[:1])  # one cell in a training batch: running statistics
+    model.eval()
+    batch = model(input_ids=ids, attention_mask=mask).logits
+    alone = torch.cat([model(input_ids=ids[i : i + 1], attention_mask=mask[i : i + 1]).logits for i in range(6)])
+    torch.testing.assert_close(alone, batch)  # a prediction does not depend on the other cells of its batch
+    torch.testing.assert_close(seen[-8], seen[-7][:1])  # the single training cell was normalized as at prediction
+    config = BertConfig.from_pretrained(str(pretrained), num_labels=3)
+    config.cell_pooling = "first"
+    first = BertForCellClassification.from_pretrained(str(pretrained), config=config)
+    assert not hasattr(first, "cell_norm")
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_gradient_accumulation_divides_the_mean_loss(pretrained, tmp_path, weighted):
     torch.manual_seed(0)
@@ -224,7 +255,7 @@ def test_gradient_accumulation_divides_the_mean_loss(pretrained, tmp_path, weigh
     args = TrainingArguments(str(tmp_path), use_cpu=True, bf16=False, report_to="none", gradient_accumulation_steps=2)
     trainer = ClassifierTrainer(model=model, args=args, compute_loss_func=weighted_loss if weighted else None)
     trainer.current_gradient_accumulation_steps = 2
-    outputs = model(**batch)
+    outputs = model.train()(**batch)  # as in training_step (batch statistics in the cell head)
     expected_loss = weighted_loss(outputs, batch["labels"]) if weighted else outputs.loss
     expected_loss.backward()
     expected = {name: p.grad.clone() / 2 for name, p in model.named_parameters() if p.grad is not None}
