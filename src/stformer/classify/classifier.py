@@ -57,7 +57,8 @@ class GenericClassifier:
     Parameters follow the specification; keyword-only extras: ``split_column`` (an ``obs``
     column such as sample or patient: the automatic train/test split keeps each group on one
     side), ``pooling`` (cell representation for sequences: ``"mean"`` of the final hidden states
-    over real tokens, or ``"first"``, BERT's standard head on the top-ranked gene),
+    over real tokens, standardized per feature over cells, or ``"first"``, BERT's standard head
+    on the top-ranked gene),
     ``class_weights`` (weight the loss by inverse class frequency) and ``seed``.
 
     Gene classification is evaluated on held-out *genes*: the genes of each class are split,
