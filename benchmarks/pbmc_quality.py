@@ -33,19 +33,19 @@ a = p.parse_args()
 model = a.model or next((a.run / "pretrain").glob("*/model"))
 h5ad = a.h5ad or a.run.parent / "pbmc68k_counts.h5ad"
 options = json.loads(a.options)
-work = Path(tempfile.mkdtemp())
-data, _ = GenericClassifier(a.label).prepare_data(str(a.run / "tokens"), str(work), "cells")
-cell_ids = load_from_disk(data)["cell_id"]
-
 rows = []
-for seed in (int(s) for s in a.seeds.split(",")):
-    out = work / f"seed{seed}"
-    GenericClassifier(a.label, seed=seed, **options).train(str(model), data, str(out), test_size=a.test_size)
-    metrics = json.loads((out / "eval_metrics.json").read_text())
-    held_out = set(load_from_disk(str(out / "eval.dataset"))["cell_id"])
-    train_ids = [c for c in cell_ids if c not in held_out]
-    baseline = logistic_baseline([str(h5ad)], a.label, train_ids, sorted(held_out))
-    rows.append((seed, metrics["macro_f1"], metrics["accuracy"], baseline))
+with tempfile.TemporaryDirectory() as tmp:  # prepared data and one fine-tuned model per seed
+    work = Path(tmp)
+    data, _ = GenericClassifier(a.label).prepare_data(str(a.run / "tokens"), str(work), "cells")
+    cell_ids = load_from_disk(data)["cell_id"]
+    for seed in (int(s) for s in a.seeds.split(",")):
+        out = work / f"seed{seed}"
+        GenericClassifier(a.label, seed=seed, **options).train(str(model), data, str(out), test_size=a.test_size)
+        metrics = json.loads((out / "eval_metrics.json").read_text())
+        held_out = set(load_from_disk(str(out / "eval.dataset"))["cell_id"])
+        train_ids = [c for c in cell_ids if c not in held_out]
+        baseline = logistic_baseline([str(h5ad)], a.label, train_ids, sorted(held_out))
+        rows.append((seed, metrics["macro_f1"], metrics["accuracy"], baseline))
 
 print(f"\n{len(cell_ids)} cells, {a.test_size:.0%} held out per split; model {model}; options {options}")
 print(f"{'seed':>6} {'macro-F1':>9} {'accuracy':>9} {'LR macro-F1':>12}")
