@@ -145,11 +145,12 @@ def test_use_fast_kernels_swaps_dropout_only():
     [BertForMaskedGenes, BertForCellClassification, "BertForSequenceClassification", "BertForTokenClassification"],
 )
 def test_batches_encoded_in_passes_of_fewer_cells_give_the_same_outputs_and_gradients(monkeypatch, model_class):
+    """Passes of fewer cells, each cut to its longest cell: the same results at real positions, zeros at padding."""
     model_class = getattr(transformers, model_class) if isinstance(model_class, str) else model_class
     torch.manual_seed(0)
     model = use_fast_kernels(model_class(copy.deepcopy(CONFIG)))
     passes = []
-    model.bert.embeddings.register_forward_hook(lambda module, args, out: passes.append(len(out)))
+    model.bert.embeddings.register_forward_hook(lambda module, args, out: passes.append(tuple(out.shape[:2])))
     mask = torch.ones(5, 10, dtype=torch.long)
     mask[2:, 7:] = 0
     ids = torch.randint(2, 300, (5, 10)) * mask
@@ -171,18 +172,41 @@ def test_batches_encoded_in_passes_of_fewer_cells_give_the_same_outputs_and_grad
         return out, grads, layers
 
     whole, whole_grads, whole_layers = run()
-    assert passes == [5, 5]
+    assert passes == [(5, 10)] * 2
     monkeypatch.setattr(kernels, "FORWARD_TOKENS", 20)  # two cells of width 10 per pass
     passes.clear()
     chunked, chunked_grads, chunked_layers = run()
-    assert passes == [2, 2, 1] * 2
+    assert passes == [(2, 10), (2, 7), (1, 7)] * 2  # (cells, width) of each pass
     torch.testing.assert_close(chunked.loss, whole.loss)
     for key in ("logits", "predicted"):
         if key in whole:
-            torch.testing.assert_close(chunked[key], whole[key])
+            real = mask.bool() if whole[key].dim() == 3 else slice(None)  # token logits: real positions
+            torch.testing.assert_close(chunked[key][real], whole[key][real])
     assert len(whole_layers) == CONFIG.num_hidden_layers + 1
     for got, want in zip(chunked_layers, whole_layers, strict=True):
-        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got[mask.bool()], want[mask.bool()])
+        assert not got[~mask.bool()].any()
     assert chunked_grads.keys() == whole_grads.keys()
     for name, grad in whole_grads.items():
         torch.testing.assert_close(chunked_grads[name], grad, msg=name)
+
+
+def test_a_batch_padded_past_its_longest_cell_is_cut_and_left_padding_is_not():
+    torch.manual_seed(0)
+    model = use_fast_kernels(BertModel(copy.deepcopy(CONFIG))).eval()
+    widths = []
+    model.embeddings.register_forward_hook(lambda module, args, out: widths.append(out.shape[1]))
+    ids = torch.randint(2, 300, (3, 10))
+    right = torch.zeros(3, 10, dtype=torch.long)
+    right[:, :6] = 1
+    right[2, 4:] = 0
+    with torch.no_grad():
+        cut = model(input_ids=ids, attention_mask=right).last_hidden_state
+        alone = model(input_ids=ids[:, :6], attention_mask=right[:, :6]).last_hidden_state
+        assert widths == [6, 6]
+        torch.testing.assert_close(cut[:, :6][right[:, :6].bool()], alone[right[:, :6].bool()])
+        assert cut.shape == (3, 10, CONFIG.hidden_size) and not cut[:, 6:].any()
+        widths.clear()
+        left = right.flip(1)
+        model(input_ids=ids, attention_mask=left)
+        assert widths == [10]  # not a prefix: the whole width
