@@ -10,7 +10,7 @@ from transformers import BertConfig, TrainingArguments
 from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
 from stformer.classify.classifier import read_id_class_dict, split_cells, split_genes
 from stformer.classify.metrics import ClassifierTrainer
-from stformer.classify.model import BertForCellClassification
+from stformer.classify.model import BertForCellClassification, drop_genes
 
 FAST = {
     "num_train_epochs": 4,
@@ -62,7 +62,7 @@ def test_sequence_classification_end_to_end(pretrained, cells, tmp_path):
     assert set(metrics["per_class"]) == {"B", "NK", "T"} and np.sum(metrics["confusion_matrix"]) == 24
     assert (out / "eval_confusion_matrix.png").stat().st_size > 1000
     assert (out / "model" / "model.safetensors").exists() and not (out / "checkpoints").exists()
-    assert trainer.model.config.cell_pooling == "mean"
+    assert trainer.model.config.cell_pooling == "mean" and trainer.model.config.gene_dropout == 0.1
     saved = BertForCellClassification.from_pretrained(str(out / "model"))
     assert saved.cell_norm.running_var.ne(1).all()  # the running statistics of training are kept
     torch.testing.assert_close(saved.cell_norm.running_mean, trainer.model.cell_norm.running_mean)
@@ -139,6 +139,10 @@ def test_bad_inputs(pretrained, cells, tmp_path):
         GenericClassifier("x", classifier_type="token")
     with pytest.raises(ValueError, match="classifier_type must be one of"):
         GenericClassifier("x", classifier_type="cells")
+    with pytest.raises(ValueError, match=r"gene_dropout must lie in \[0, 1\), got 1.5"):
+        GenericClassifier("x", gene_dropout=1.5)
+    with pytest.raises(ValueError, match="gene_dropout applies to cell classification"):
+        GenericClassifier("x", "token", gene_class_dict={"a": ["G1"]}, token_dictionary_file="v.json", gene_dropout=0.1)
     with pytest.raises(KeyError, match="metadata_column 'tissue' is not a dataset column"):
         GenericClassifier("tissue").prepare_data(str(cells), str(tmp_path), "p")
     with pytest.raises(ValueError, match="only one class left"):
@@ -264,3 +268,47 @@ def test_gradient_accumulation_divides_the_mean_loss(pretrained, tmp_path, weigh
     torch.testing.assert_close(loss, expected_loss.detach() / 2)
     for name, grad in expected.items():
         torch.testing.assert_close(model.get_parameter(name).grad, grad, msg=name)
+
+
+def test_drop_genes_keeps_an_ordered_random_subset_of_each_cells_genes():
+    torch.manual_seed(0)
+    lengths = torch.randint(1, 61, (200,))
+    mask = (torch.arange(60) < lengths[:, None]).long()  # (200, 60), right padding
+    ids = torch.stack([torch.randperm(998)[:60] + 2 for _ in range(200)]) * mask  # distinct genes, pad id 0
+    kept_ids, kept_mask = drop_genes(ids, mask, 0.3, 0)
+    kept = kept_mask.sum(1)
+    assert kept.min() >= 1 and kept_mask.shape == (200, int(kept.max()))
+    assert torch.equal(kept_mask.bool(), torch.arange(kept_mask.shape[1]) < kept[:, None])  # still right padding
+    assert not kept_ids[~kept_mask.bool()].any()  # padding holds the pad id
+    for row in range(200):
+        genes = iter(ids[row, : lengths[row]].tolist())
+        assert all(gene in genes for gene in kept_ids[row, : kept[row]].tolist())  # a subsequence, in rank order
+    assert 0.27 < 1 - kept.sum() / lengths.sum() < 0.33  # ~6,000 genes, each dropped with probability 0.3
+    same_ids, same_mask = drop_genes(ids, mask, 0.0, 0)
+    assert torch.equal(same_ids, ids) and torch.equal(same_mask, mask)
+    lone_ids, _ = drop_genes(ids[:, :1], mask[:, :1], 0.99, 0)
+    assert torch.equal(lone_ids, ids[:, :1])  # a cell keeps at least one gene
+
+
+def test_gene_dropout_acts_while_training_only(pretrained):
+    torch.manual_seed(0)
+    config = BertConfig.from_pretrained(str(pretrained), num_labels=3, hidden_dropout_prob=0.0)
+    config.gene_dropout = 0.5
+    model = BertForCellClassification.from_pretrained(str(pretrained), config=config)
+    seen = []  # real genes the encoder gets, per call
+
+    def count_genes(module, args, kwargs):
+        seen.append(int(kwargs["attention_mask"].sum()))
+
+    model.bert.register_forward_pre_hook(count_genes, with_kwargs=True)
+    mask = torch.ones(4, 40, dtype=torch.long)
+    ids = torch.randint(2, config.vocab_size, (4, 40))
+    model.train()
+    model(input_ids=ids, attention_mask=mask)
+    assert 40 <= seen[-1] <= 120  # about half of the 160 genes
+    model.eval()
+    with torch.no_grad():
+        dropping = model(input_ids=ids, attention_mask=mask).logits
+        model.config.gene_dropout = 0.0
+        torch.testing.assert_close(dropping, model(input_ids=ids, attention_mask=mask).logits)
+    assert seen[-2:] == [160, 160]  # prediction sees every gene

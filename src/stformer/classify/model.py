@@ -20,6 +20,10 @@ class BertForCellClassification(BertForSequenceClassification):
     different cells share a large common part; standardizing brings out what tells them apart
     (PBMC macro-F1 0.56 -> 0.61, mean of three splits).
 
+    ``config.gene_dropout`` (default 0): while training, each gene of a cell is left out with
+    this probability and the genes below it move up a rank (:func:`drop_genes`), as if it had not
+    been detected; prediction sees every gene.
+
     >>> config = BertConfig.from_pretrained("pretrained", num_labels=10)  # doctest: +SKIP
     >>> config.cell_pooling = "mean"  # doctest: +SKIP
     >>> model = BertForCellClassification.from_pretrained("pretrained", config=config)  # doctest: +SKIP
@@ -42,6 +46,9 @@ class BertForCellClassification(BertForSequenceClassification):
         if pooling not in POOLINGS:
             msg = f"cell_pooling must be one of {POOLINGS}, got {pooling!r}"
             raise ValueError(msg)
+        rate = getattr(self.config, "gene_dropout", 0)
+        if self.training and rate:
+            input_ids, attention_mask = drop_genes(input_ids, attention_mask, rate, self.config.pad_token_id)
         if pooling == "first":
             return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
         kwargs.pop("num_items_in_batch", None)
@@ -62,3 +69,24 @@ class BertForCellClassification(BertForSequenceClassification):
         if labels is not None:
             loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def drop_genes(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, rate: float, pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leave out each real token of (batch, seq) ``input_ids`` with probability ``rate``; keep the rest in order.
+
+    Returns ``(input_ids, attention_mask)`` right-padded to the most genes kept by a cell; a cell
+    keeps at least its first gene. A rank-value cell without a gene is the cell in which that gene
+    was not detected: the genes below it move up a rank.
+
+    >>> drop_genes(torch.tensor([[5, 6, 7, 0]]), torch.tensor([[1, 1, 1, 0]]), 0.5, 0)  # doctest: +SKIP
+    (tensor([[5, 7]]), tensor([[1, 1]]))
+    """
+    real = attention_mask.bool()
+    keep = real & (torch.rand(input_ids.shape, device=input_ids.device) >= rate)
+    keep[:, 0] |= real[:, 0] & ~keep.any(1)
+    kept = keep.sum(1, keepdim=True)  # (batch, 1)
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(kept.max())]  # kept tokens first
+    mask = torch.arange(order.shape[1], device=order.device) < kept
+    return torch.gather(input_ids, 1, order).masked_fill(~mask, pad_token_id), mask.to(attention_mask.dtype)
