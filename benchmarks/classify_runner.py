@@ -68,8 +68,8 @@ args = {
 if a.impl == "stformer":
     from stformer import GenericClassifier
 
-    clf = GenericClassifier(
-        "cell_type", training_args={**args, "per_device_train_batch_size": 12}, forward_batch_size=24
+    clf = GenericClassifier(  # no gene dropout: both packages train on every gene of every cell
+        "cell_type", training_args={**args, "per_device_train_batch_size": 12}, forward_batch_size=24, gene_dropout=0
     )
     ds_path, _ = clf.prepare_data(dataset, str(tmp), "bench")
     clf.train(str(a.model), ds_path, str(tmp / "out"))
