@@ -213,7 +213,7 @@ def _passes(lengths: list[int]) -> list[tuple[int, int, int]]:
         if i > start and (i + 1 - start) * max(longest, n) > FORWARD_TOKENS:
             spans.append((start, i, longest))
             start, longest = i, 0
-        longest = max(longest, n)
+        longest = max(longest, n, 1)  # a pass is at least one token wide
     return [*spans, (start, len(lengths), longest)]
 
 
