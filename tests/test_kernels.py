@@ -1,4 +1,6 @@
 import copy
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,7 +53,9 @@ def _gradients(model, ids, mask, bf16):
     return hidden.float(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_bf16_model_matches_fp32_as_closely_as_sdpa(monkeypatch):
+@pytest.mark.parametrize("native_softmax", [True, False])
+def test_bf16_model_matches_fp32_as_closely_as_sdpa(monkeypatch, native_softmax):
+    monkeypatch.setattr(kernels, "NATIVE_SOFTMAX", kernels.NATIVE_SOFTMAX and native_softmax)
     blocked_calls = []
     original = _BlockedAttention.apply
     monkeypatch.setattr(_BlockedAttention, "apply", lambda *a: blocked_calls.append(1) or original(*a))
@@ -79,6 +83,53 @@ def test_bf16_model_matches_fp32_as_closely_as_sdpa(monkeypatch):
         fast_err = (fast_grads[name] - want).norm() / want.norm()
         sdpa_err = (sdpa_grads[name] - want).norm() / want.norm()
         assert fast_err <= 2 * sdpa_err + 1e-3, name
+
+
+def _cpu_has(flag):
+    try:
+        return flag in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+def test_native_softmax_is_built_where_the_cpu_runs_it():
+    if _cpu_has("avx512_bf16") and shutil.which("cc"):
+        assert kernels.NATIVE_SOFTMAX, "the C extension stformer._native was not built: see the pip install log"
+
+
+@pytest.mark.skipif(not kernels.NATIVE_SOFTMAX, reason="needs the C extension and a CPU with AVX512-BF16")
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1100])
+def test_native_softmax_rounds_the_exact_softmax_to_bf16(n):
+    torch.manual_seed(n)
+    scores = (torch.randn(3, 70, n) * torch.tensor([0.1, 4.0, 40.0])[:, None, None]).bfloat16()
+    if n > 1:
+        scores[0, 0, n // 2] = float("-inf")  # a masked score
+    exact = torch.softmax(scores.double(), dim=-1)
+    native = scores.clone()
+    kernels.softmax_bf16_(native.data_ptr(), 3 * 70, n)
+    assert native[0, 0, n // 2] == 0 or n == 1
+    assert ((native.double() - exact).abs() <= exact * 2**-8 + 1e-37).all()  # within one bf16 step
+    normal = exact > 1.2e-38  # below, the bf16 conversion flushes to zero and PyTorch keeps subnormals
+    assert (native == torch.softmax(scores, dim=-1))[normal].float().mean() > 0.999  # rounded alike
+
+
+@pytest.mark.skipif(not kernels.NATIVE_SOFTMAX, reason="needs the C extension and a CPU with AVX512-BF16")
+def test_native_softmax_does_not_depend_on_the_thread_count():
+    scores = (torch.randn(64, 64, 1000) * 8).bfloat16()
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            out = scores.clone()
+            kernels.softmax_bf16_(out.data_ptr(), 64 * 64, 1000)
+            results.append(out)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+    assert not torch.equal(results[0], scores)
+    with pytest.raises(ValueError, match="n >= 1"):
+        kernels.softmax_bf16_(scores.data_ptr(), 1, 0)
 
 
 @pytest.mark.parametrize("case", ["left padding", "attention dropout", "fp32"])

@@ -7,7 +7,10 @@ recomputes the softmax in the backward pass instead of storing it, so that no (l
 matrix is ever kept: about twice the speed of SDPA for sequences of 1,000-2,000 genes on
 AVX512-BF16 CPUs, in less memory. The arithmetic is that of attention under bf16 autocast (bf16
 scores and probabilities, fp32 softmax and gradient sums). Every case it does not cover (GPU
-tensors, fp32, attention dropout, masks other than right padding) goes to SDPA.
+tensors, fp32, attention dropout, masks other than right padding) goes to SDPA. The softmax of
+the score tiles is the native kernel of ``_native.c`` (three times PyTorch's bf16 softmax, the
+same values to within one bf16 rounding step) where the package was built with a C compiler and
+the CPU has AVX512-BF16 (``NATIVE_SOFTMAX``), else PyTorch's.
 
 Batches: :func:`encode_in_passes` encodes a CPU batch of more than ``FORWARD_TOKENS`` tokens
 (cells x width) as several passes of fewer cells, whose activations stay in cache (1.2-1.6x
@@ -28,6 +31,12 @@ from transformers import AttentionInterface, BertModel, Trainer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, bidirectional_mask_function, sdpa_mask
 
+try:  # imported after torch, so that it shares torch's OpenMP threads
+    from ._native import AVX512_BF16 as NATIVE_SOFTMAX
+    from ._native import softmax_bf16_
+except ImportError:  # installed without a C compiler: PyTorch's softmax
+    NATIVE_SOFTMAX = False
+
 ATTENTION = "stformer"
 QUERY_BLOCK = 256
 FORWARD_TOKENS = 8192  # most cells x width per encoder pass on CPU
@@ -43,7 +52,11 @@ def _example(x, b, n):
 
 def _probs(scaled_q, k):
     """softmax(q k^T) for q (heads, rows, d) already scaled and k (heads, n, d) -> (heads, rows, n)."""
-    return torch.softmax(torch.bmm(scaled_q, k.transpose(1, 2)), dim=-1)
+    scores = torch.bmm(scaled_q, k.transpose(1, 2))
+    if not (NATIVE_SOFTMAX and scores.dtype == torch.bfloat16):
+        return torch.softmax(scores, dim=-1)
+    softmax_bf16_(scores.data_ptr(), scores.numel() // scores.shape[-1], scores.shape[-1])  # in place
+    return scores
 
 
 class _BlockedAttention(torch.autograd.Function):
