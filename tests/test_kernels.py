@@ -53,9 +53,9 @@ def _gradients(model, ids, mask, bf16):
     return hidden.float(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("native_softmax", [True, False])
-def test_bf16_model_matches_fp32_as_closely_as_sdpa(monkeypatch, native_softmax):
-    monkeypatch.setattr(kernels, "NATIVE_SOFTMAX", kernels.NATIVE_SOFTMAX and native_softmax)
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_model_matches_fp32_as_closely_as_sdpa(monkeypatch, native):
+    monkeypatch.setattr(kernels, "NATIVE", kernels.NATIVE and native)
     blocked_calls = []
     original = _BlockedAttention.apply
     monkeypatch.setattr(_BlockedAttention, "apply", lambda *a: blocked_calls.append(1) or original(*a))
@@ -92,14 +92,14 @@ def _cpu_has(flag):
         return False
 
 
-def test_native_softmax_is_built_where_the_cpu_runs_it():
+def test_native_is_built_where_the_cpu_runs_it():
     if _cpu_has("avx512_bf16") and shutil.which("cc"):
-        assert kernels.NATIVE_SOFTMAX, "the C extension stformer._native was not built: see the pip install log"
+        assert kernels.NATIVE, "the C extension stformer._native was not built: see the pip install log"
 
 
-@pytest.mark.skipif(not kernels.NATIVE_SOFTMAX, reason="needs the C extension and a CPU with AVX512-BF16")
+@pytest.mark.skipif(not kernels.NATIVE, reason="needs the C extension and a CPU with AVX512-BF16")
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 1100])
-def test_native_softmax_rounds_the_exact_softmax_to_bf16(n):
+def test_native_rounds_the_exact_softmax_to_bf16(n):
     torch.manual_seed(n)
     scores = (torch.randn(3, 70, n) * torch.tensor([0.1, 4.0, 40.0])[:, None, None]).bfloat16()
     if n > 1:
@@ -113,8 +113,8 @@ def test_native_softmax_rounds_the_exact_softmax_to_bf16(n):
     assert (native == torch.softmax(scores, dim=-1))[normal].float().mean() > 0.999  # rounded alike
 
 
-@pytest.mark.skipif(not kernels.NATIVE_SOFTMAX, reason="needs the C extension and a CPU with AVX512-BF16")
-def test_native_softmax_does_not_depend_on_the_thread_count():
+@pytest.mark.skipif(not kernels.NATIVE, reason="needs the C extension and a CPU with AVX512-BF16")
+def test_native_does_not_depend_on_the_thread_count():
     scores = (torch.randn(64, 64, 1000) * 8).bfloat16()
     results = []
     threads = torch.get_num_threads()
@@ -164,19 +164,47 @@ def test_trainers_switch_their_models(tmp_path):
     assert trainer.model.config._attn_implementation == ATTENTION
 
 
+DROPOUT_PATHS = [(torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)]  # (dtype, native)
+
+
 @pytest.mark.parametrize("p", [0.02, 0.1, 0.5])
-def test_dropout16_drops_at_rate_p_and_rescales(p):
+@pytest.mark.parametrize(("dtype", "native"), DROPOUT_PATHS)
+def test_dropout16_drops_at_rate_p_and_rescales(monkeypatch, p, dtype, native):
+    if native and not kernels.NATIVE:
+        pytest.skip("needs the C extension and a CPU with AVX512-BF16")
+    monkeypatch.setattr(kernels, "NATIVE", native)
     torch.manual_seed(0)
     dropout = Dropout16(p)
-    x = torch.full((1000, 1001), 3.0, requires_grad=True)  # odd size: not a multiple of 4
+    x = torch.full((1000, 1001), 3.0, dtype=dtype, requires_grad=True)  # odd size: not a multiple of 4 or 32
     y = dropout(x)
     kept = y != 0
     n = x.numel()
     assert abs(kept.float().mean().item() - (1 - p)) < 5 * (p * (1 - p) / n) ** 0.5
-    torch.testing.assert_close(y[kept], torch.full((int(kept.sum()),), 3.0 / (1 - p)))
+    scaled = torch.tensor(3.0, dtype=dtype) * (1 / (1 - p))  # PyTorch's rounding of the kept values
+    assert (y[kept] == scaled).all()
     y.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / (1 - p))
+    torch.testing.assert_close(x.grad, kept.to(dtype) * (1 / (1 - p)))
     assert dropout.eval()(x) is x
+
+
+@pytest.mark.skipif(not kernels.NATIVE, reason="needs the C extension and a CPU with AVX512-BF16")
+def test_native_dropout_masks_are_independent_and_seeded():
+    x = torch.ones(64, 4099, dtype=torch.bfloat16)
+    torch.manual_seed(1)
+    first = Dropout16(0.5)(x) == 0
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(1)
+        again = Dropout16(0.5)(x) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(first, again)  # the seed alone decides, not the thread count
+    assert not torch.equal(first, Dropout16(0.5)(x) == 0)  # the next call draws anew
+    flat = first.flatten()
+    for lag in (1, 4, 16, 32, 4099):  # within a draw, within a block, across blocks and rows
+        both = (flat[:-lag] & flat[lag:]).float().mean().item()
+        assert abs(both - 0.25) < 5 * (0.25 * 0.75 / len(flat)) ** 0.5, lag
 
 
 def test_use_fast_kernels_swaps_dropout_only():

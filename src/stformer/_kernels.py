@@ -10,7 +10,7 @@ scores and probabilities, fp32 softmax and gradient sums). Every case it does no
 tensors, fp32, attention dropout, masks other than right padding) goes to SDPA. The softmax of
 the score tiles is the native kernel of ``_native.c`` (three times PyTorch's bf16 softmax, the
 same values to within one bf16 rounding step) where the package was built with a C compiler and
-the CPU has AVX512-BF16 (``NATIVE_SOFTMAX``), else PyTorch's.
+the CPU has AVX512-BF16 (``NATIVE``), else PyTorch's.
 
 Batches: :func:`encode_in_passes` encodes a CPU batch of more than ``FORWARD_TOKENS`` tokens
 (cells x width) as several passes of fewer cells, whose activations stay in cache (1.2-1.6x
@@ -19,7 +19,8 @@ that no layer computes padding: the same outputs at every real position.
 
 Dropout: :class:`Dropout16` draws its mask from 16-bit random numbers, four per 64-bit draw,
 which is about three times faster than ``nn.Dropout`` on CPU (random number generation is
-its cost); the rate has a resolution of 1/65,536.
+its cost); the rate has a resolution of 1/65,536. For bf16 tensors (the linear layers' outputs
+under autocast), the native kernel draws the numbers and applies the mask in one pass.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, bidirectional_mask_function, sdpa_mask
 
 try:  # imported after torch, so that it shares torch's OpenMP threads
-    from ._native import AVX512_BF16 as NATIVE_SOFTMAX
-    from ._native import softmax_bf16_
-except ImportError:  # installed without a C compiler: PyTorch's softmax
-    NATIVE_SOFTMAX = False
+    from ._native import AVX512_BF16 as NATIVE
+    from ._native import dropout_bf16, softmax_bf16_
+except ImportError:  # installed without a C compiler: PyTorch's softmax and dropout
+    NATIVE = False
 
 ATTENTION = "stformer"
 QUERY_BLOCK = 256
@@ -53,7 +54,7 @@ def _example(x, b, n):
 def _probs(scaled_q, k):
     """softmax(q k^T) for q (heads, rows, d) already scaled and k (heads, n, d) -> (heads, rows, n)."""
     scores = torch.bmm(scaled_q, k.transpose(1, 2))
-    if not (NATIVE_SOFTMAX and scores.dtype == torch.bfloat16):
+    if not (NATIVE and scores.dtype == torch.bfloat16):
         return torch.softmax(scores, dim=-1)
     softmax_bf16_(scores.data_ptr(), scores.numel() // scores.shape[-1], scores.shape[-1])  # in place
     return scores
@@ -171,10 +172,31 @@ class Dropout16(torch.nn.Dropout):
         """The input with each element zeroed with probability ``p`` and the rest scaled by 1 / (1 - p)."""
         if not self.training or self.p == 0:
             return x
+        if NATIVE and x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.is_contiguous() and self.p < 0.99:
+            return _NativeDropout.apply(x, self.p)
         draws = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64, device=x.device)
         bits = draws.view(torch.int16)[: x.numel()].view(x.shape)  # uniform on [-32768, 32767]
         keep = bits >= round(self.p * 65536) - 32768
         return x * keep * (1 / (1 - self.p))
+
+
+class _NativeDropout(torch.autograd.Function):
+    """Dropout of a contiguous bf16 CPU tensor by the native kernel; the keep mask is saved for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, p):
+        """x: bf16 tensor of any shape; p: drop rate in (0, 0.99) -> x's shape and dtype."""
+        out, kept = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
+        seed = int(torch.randint(-(2**63), 2**63 - 1, ())) % 2**64  # from torch's generator: torch.manual_seed applies
+        ctx.scale = 1 / (1 - p)
+        dropout_bf16(x.data_ptr(), out.data_ptr(), kept.data_ptr(), x.numel(), round(p * 65536), ctx.scale, seed)
+        ctx.save_for_backward(kept)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (kept,) = ctx.saved_tensors
+        return grad * kept * ctx.scale, None
 
 
 def encode_in_passes(bert: BertModel, input_ids=None, attention_mask=None, **kwargs):
