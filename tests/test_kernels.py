@@ -1,5 +1,6 @@
 import copy
 import shutil
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,8 @@ def _cpu_has(flag):
 
 
 def test_native_is_built_where_the_cpu_runs_it():
-    if _cpu_has("avx512_bf16") and shutil.which("cc"):
+    headers = Path(sysconfig.get_paths()["include"], "Python.h").exists()
+    if _cpu_has("avx512_bf16") and _cpu_has("avx512dq") and shutil.which("cc") and headers:
         assert kernels.NATIVE, "the C extension stformer._native was not built: see the pip install log"
 
 
@@ -111,6 +113,20 @@ def test_native_rounds_the_exact_softmax_to_bf16(n):
     assert ((native.double() - exact).abs() <= exact * 2**-8 + 1e-37).all()  # within one bf16 step
     normal = exact > 1.2e-38  # below, the bf16 conversion flushes to zero and PyTorch keeps subnormals
     assert (native == torch.softmax(scores, dim=-1))[normal].float().mean() > 0.999  # rounded alike
+
+
+@pytest.mark.skipif(not kernels.NATIVE, reason="needs the C extension and a CPU with AVX512-BF16")
+@pytest.mark.parametrize("n", [1, 17, 1100])
+def test_native_softmax_backward_rounds_the_exact_gradient_to_bf16(n):
+    torch.manual_seed(n)
+    probs = torch.softmax(torch.randn(4, 50, n) * 3, dim=-1).bfloat16()
+    grad = torch.randn(4, 50, n).bfloat16()
+    p, g = probs.double(), grad.double()
+    exact = p * (g - (p * g).sum(-1, keepdim=True))
+    native = grad.clone()
+    kernels.softmax_backward_bf16_(native.data_ptr(), probs.data_ptr(), 4 * 50, n)
+    torch.testing.assert_close(native.double(), exact, rtol=2**-8, atol=1e-6)
+    assert (native == torch._softmax_backward_data(grad, probs, -1, torch.bfloat16)).float().mean() > 0.99
 
 
 @pytest.mark.skipif(not kernels.NATIVE, reason="needs the C extension and a CPU with AVX512-BF16")

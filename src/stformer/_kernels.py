@@ -20,7 +20,8 @@ that no layer computes padding: the same outputs at every real position.
 Dropout: :class:`Dropout16` draws its mask from 16-bit random numbers, four per 64-bit draw,
 which is about three times faster than ``nn.Dropout`` on CPU (random number generation is
 its cost); the rate has a resolution of 1/65,536. For bf16 tensors (the linear layers' outputs
-under autocast), the native kernel draws the numbers and applies the mask in one pass.
+under autocast), the native kernel draws the numbers and applies the mask in one pass, and
+redraws the same mask from its seed in the backward pass instead of storing it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from transformers.masking_utils import AttentionMaskInterface, bidirectional_mas
 
 try:  # imported after torch, so that it shares torch's OpenMP threads
     from ._native import AVX512_BF16 as NATIVE
-    from ._native import dropout_bf16, softmax_bf16_
+    from ._native import dropout_bf16, softmax_backward_bf16_, softmax_bf16_
 except ImportError:  # installed without a C compiler: PyTorch's softmax and dropout
     NATIVE = False
 
@@ -58,6 +59,14 @@ def _probs(scaled_q, k):
         return torch.softmax(scores, dim=-1)
     softmax_bf16_(scores.data_ptr(), scores.numel() // scores.shape[-1], scores.shape[-1])  # in place
     return scores
+
+
+def _softmax_backward(grad_probs, probs):
+    """The gradient of the scores (heads, rows, n) from that of softmax(scores) = probs, in place where native."""
+    if not (NATIVE and probs.dtype == torch.bfloat16):
+        return torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+    softmax_backward_bf16_(grad_probs.data_ptr(), probs.data_ptr(), probs.numel() // probs.shape[-1], probs.shape[-1])
+    return grad_probs
 
 
 class _BlockedAttention(torch.autograd.Function):
@@ -99,7 +108,7 @@ class _BlockedAttention(torch.autograd.Function):
                     stop = min(start + QUERY_BLOCK, n)
                     q, g = query[b, :, start:stop] * scale, grad_out[b, :, start:stop].contiguous()
                     probs = _probs(q, k)  # (heads, rows, n)
-                    grad_scores = torch._softmax_backward_data(torch.bmm(g, v.transpose(1, 2)), probs, -1, probs.dtype)
+                    grad_scores = _softmax_backward(torch.bmm(g, v.transpose(1, 2)), probs)
                     torch.bmm(grad_scores, k, out=grad_q[b, :, start:stop])
                     partial_k, partial_v = (
                         torch.bmm(grad_scores.transpose(1, 2), q),
@@ -181,22 +190,25 @@ class Dropout16(torch.nn.Dropout):
 
 
 class _NativeDropout(torch.autograd.Function):
-    """Dropout of a contiguous bf16 CPU tensor by the native kernel; the keep mask is saved for the backward pass."""
+    """Native dropout of a contiguous bf16 CPU tensor; the backward pass redraws the mask from its seed."""
 
     @staticmethod
     def forward(ctx, x, p):
         """x: bf16 tensor of any shape; p: drop rate in (0, 0.99) -> x's shape and dtype."""
-        out, kept = torch.empty_like(x), torch.empty(x.shape, dtype=torch.bool)
         seed = int(torch.randint(-(2**63), 2**63 - 1, ())) % 2**64  # from torch's generator: torch.manual_seed applies
-        ctx.scale = 1 / (1 - p)
-        dropout_bf16(x.data_ptr(), out.data_ptr(), kept.data_ptr(), x.numel(), round(p * 65536), ctx.scale, seed)
-        ctx.save_for_backward(kept)
-        return out
+        ctx.mask = (round(p * 65536), 1 / (1 - p), seed)
+        return _native_dropout(x, *ctx.mask)
 
     @staticmethod
     def backward(ctx, grad):
-        (kept,) = ctx.saved_tensors
-        return grad * kept * ctx.scale, None
+        return _native_dropout(grad.contiguous(), *ctx.mask), None
+
+
+def _native_dropout(x, threshold, scale, seed):
+    """The values of x times scale where the draw for their position is >= threshold, else 0 (seeded)."""
+    out = torch.empty_like(x)
+    dropout_bf16(x.data_ptr(), out.data_ptr(), x.numel(), threshold, scale, seed)
+    return out
 
 
 def encode_in_passes(bert: BertModel, input_ids=None, attention_mask=None, **kwargs):
