@@ -8,9 +8,9 @@ matrix is ever kept: about twice the speed of SDPA for sequences of 1,000-2,000 
 AVX512-BF16 CPUs, in less memory. The arithmetic is that of attention under bf16 autocast (bf16
 scores and probabilities, fp32 softmax and gradient sums). Every case it does not cover (GPU
 tensors, fp32, attention dropout, masks other than right padding) goes to SDPA. The softmax of
-the score tiles is the native kernel of ``_native.c`` (three times PyTorch's bf16 softmax, the
-same values to within one bf16 rounding step) where the package was built with a C compiler and
-the CPU has AVX512-BF16 (``NATIVE``), else PyTorch's.
+the score tiles and its backward pass are the native kernels of ``_native.c`` (the softmax three
+times PyTorch's bf16 softmax, both within one bf16 rounding step of it) where the package was
+built with a C compiler and the CPU has AVX512-BF16 (``NATIVE``), else PyTorch's.
 
 Batches: :func:`encode_in_passes` encodes a CPU batch of more than ``FORWARD_TOKENS`` tokens
 (cells x width) as several passes of fewer cells, whose activations stay in cache (1.2-1.6x

@@ -150,18 +150,23 @@ static int cpu_runs_kernels(void) {
 #endif
 }
 
+/* 1 when a kernel can run on (rows, n) buffers; else 0, with the Python exception set. */
+static int usable(const char *kernel, long long rows, long long n) {
+    if (!cpu_runs_kernels()) {
+        PyErr_Format(PyExc_RuntimeError, "%s needs a CPU with AVX512-BF16 (see AVX512_BF16)", kernel);
+        return 0;
+    }
+    if (rows < 0 || n < 1) {
+        PyErr_Format(PyExc_ValueError, "%s needs rows >= 0 and n >= 1, got rows=%lld, n=%lld", kernel, rows, n);
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *softmax_bf16_(PyObject *self, PyObject *args) {
     unsigned long long address;
     long long rows, n;
-    if (!PyArg_ParseTuple(args, "KLL", &address, &rows, &n)) return NULL;
-    if (!cpu_runs_kernels()) {
-        PyErr_SetString(PyExc_RuntimeError, "softmax_bf16_ needs a CPU with AVX512-BF16 (see AVX512_BF16)");
-        return NULL;
-    }
-    if (rows < 0 || n < 1) {
-        PyErr_Format(PyExc_ValueError, "softmax_bf16_ needs rows >= 0 and n >= 1, got rows=%lld, n=%lld", rows, n);
-        return NULL;
-    }
+    if (!PyArg_ParseTuple(args, "KLL", &address, &rows, &n) || !usable("softmax_bf16_", rows, n)) return NULL;
     int failed = 0;
 #ifdef KERNELS
     Py_BEGIN_ALLOW_THREADS failed = softmax_rows((uint16_t *)(uintptr_t)address, rows, n);
@@ -174,16 +179,8 @@ static PyObject *softmax_bf16_(PyObject *self, PyObject *args) {
 static PyObject *softmax_backward_bf16_(PyObject *self, PyObject *args) {
     unsigned long long grad, probs;
     long long rows, n;
-    if (!PyArg_ParseTuple(args, "KKLL", &grad, &probs, &rows, &n)) return NULL;
-    if (!cpu_runs_kernels()) {
-        PyErr_SetString(PyExc_RuntimeError, "softmax_backward_bf16_ needs a CPU with AVX512-BF16 (see AVX512_BF16)");
+    if (!PyArg_ParseTuple(args, "KKLL", &grad, &probs, &rows, &n) || !usable("softmax_backward_bf16_", rows, n))
         return NULL;
-    }
-    if (rows < 0 || n < 1) {
-        PyErr_Format(PyExc_ValueError, "softmax_backward_bf16_ needs rows >= 0 and n >= 1, got rows=%lld, n=%lld", rows,
-                     n);
-        return NULL;
-    }
 #ifdef KERNELS
     Py_BEGIN_ALLOW_THREADS softmax_backward_rows((uint16_t *)(uintptr_t)grad, (const uint16_t *)(uintptr_t)probs, rows, n);
     Py_END_ALLOW_THREADS
@@ -196,14 +193,11 @@ static PyObject *dropout_bf16(PyObject *self, PyObject *args) {
     long long count;
     unsigned int threshold;
     float scale;
-    if (!PyArg_ParseTuple(args, "KKLIfK", &x, &out, &count, &threshold, &scale, &seed)) return NULL;
-    if (!cpu_runs_kernels()) {
-        PyErr_SetString(PyExc_RuntimeError, "dropout_bf16 needs a CPU with AVX512-BF16 (see AVX512_BF16)");
+    if (!PyArg_ParseTuple(args, "KKLIfK", &x, &out, &count, &threshold, &scale, &seed) ||
+        !usable("dropout_bf16", count, 1))
         return NULL;
-    }
-    if (count < 0 || threshold > 65535) {
-        PyErr_Format(PyExc_ValueError, "dropout_bf16 needs count >= 0 and threshold <= 65535, got %lld and %u", count,
-                     threshold);
+    if (threshold > 65535) {
+        PyErr_Format(PyExc_ValueError, "dropout_bf16 needs threshold <= 65535, got %u", threshold);
         return NULL;
     }
 #ifdef KERNELS
