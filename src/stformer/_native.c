@@ -32,9 +32,13 @@
 #define KERNELS 1
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
-TARGET static inline __m512 load_bf16(const uint16_t *p, __mmask16 valid) {
-    __m256i bits = _mm256_maskz_loadu_epi16(valid, p);
+/* 16 bf16 values as fp32 (exact: bf16 is the top half of fp32). */
+TARGET static inline __m512 widen_bf16(__m256i bits) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+}
+
+TARGET static inline __m512 load_bf16(const uint16_t *p, __mmask16 valid) {
+    return widen_bf16(_mm256_maskz_loadu_epi16(valid, p));
 }
 
 /* exp(x) = 2^n * 2^f with n = round(x log2 e), f in [-1/2, 1/2]; -inf and below -150 give 0. */
@@ -116,9 +120,9 @@ TARGET static void dropout_blocks(const uint16_t *x, uint16_t *out, int64_t coun
         __m512i draws = splitmix64(seed, (uint64_t)b * 8);
         __mmask32 keep = _mm512_cmpge_epu16_mask(draws, _mm512_set1_epi16((short)threshold)) & valid;
         __m512i bits = _mm512_maskz_loadu_epi16(valid, x + start);
-        __m512 low = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(bits)), 16));
-        __m512 high = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(bits, 1)), 16));
-        __m512bh y = _mm512_cvtne2ps_pbh(_mm512_mul_ps(high, _mm512_set1_ps(scale)), _mm512_mul_ps(low, _mm512_set1_ps(scale)));
+        __m512 low = _mm512_mul_ps(widen_bf16(_mm512_castsi512_si256(bits)), _mm512_set1_ps(scale));
+        __m512 high = _mm512_mul_ps(widen_bf16(_mm512_extracti64x4_epi64(bits, 1)), _mm512_set1_ps(scale));
+        __m512bh y = _mm512_cvtne2ps_pbh(high, low);
         _mm512_mask_storeu_epi16(out + start, valid, _mm512_maskz_mov_epi16(keep, (__m512i)y));
     }
 }
@@ -139,6 +143,8 @@ TARGET static int softmax_rows(uint16_t *data, int64_t rows, int64_t n) {
 }
 #endif
 
+static int kernels_run; /* cpu_runs_kernels(), set once when the module is imported */
+
 static int cpu_runs_kernels(void) {
 #ifdef KERNELS
     __builtin_cpu_init();
@@ -152,7 +158,7 @@ static int cpu_runs_kernels(void) {
 
 /* 1 when a kernel can run on (rows, n) buffers; else 0, with the Python exception set. */
 static int usable(const char *kernel, long long rows, long long n) {
-    if (!cpu_runs_kernels()) {
+    if (!kernels_run) {
         PyErr_Format(PyExc_RuntimeError, "%s needs a CPU with AVX512-BF16 (see AVX512_BF16)", kernel);
         return 0;
     }
@@ -224,7 +230,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "stformer'
 
 PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddObject(m, "AVX512_BF16", PyBool_FromLong(cpu_runs_kernels())) < 0) {
+    if (m && PyModule_AddObject(m, "AVX512_BF16", PyBool_FromLong(kernels_run = cpu_runs_kernels())) < 0) {
         Py_DECREF(m);
         return NULL;
     }
