@@ -312,3 +312,89 @@ def test_gene_dropout_acts_while_training_only(pretrained):
         model.config.gene_dropout = 0.0
         torch.testing.assert_close(dropping, model(input_ids=ids, attention_mask=mask).logits)
     assert seen[-2:] == [160, 160]  # prediction sees every gene
+
+
+def test_integer_labels_keep_their_names(pretrained, cells, tmp_path):
+    """Clusters 3, 7 and 11: the label map says which id is which cluster, and reads back the same way."""
+    data = load_from_disk(str(cells))
+    clusters = {"T": 3, "B": 7, "NK": 11}
+    data = data.add_column("cluster", [clusters[t] for t in data["cell_type"]])
+    data.save_to_disk(str(tmp_path / "clusters.dataset"))
+    clf = GenericClassifier("cluster", training_args={**FAST, "num_train_epochs": 1})
+    data_path, label_path = clf.prepare_data(str(tmp_path / "clusters.dataset"), str(tmp_path / "out"), "c")
+    id_class = read_id_class_dict(label_path)
+    assert sorted(id_class.values()) == ["11", "3", "7"]
+    labeled = load_from_disk(data_path)
+    type_of = {str(v): k for k, v in clusters.items()}
+    truth = dict(zip(map(tuple, data["input_ids"]), data["cell_type"], strict=True))
+    for ids, label in zip(labeled["input_ids"], labeled["label"], strict=True):
+        assert type_of[id_class[label]] == truth[tuple(ids)]
+    clf.train(str(pretrained), data_path, str(tmp_path / "run"))
+    metrics = clf.evaluate(
+        str(tmp_path / "run" / "model"), str(tmp_path / "run" / "eval.dataset"), label_path, str(tmp_path / "ev")
+    )
+    assert sorted(metrics["class_order"]) == ["11", "3", "7"]
+    (tmp_path / "json.json").write_text(json.dumps({"0": 3, "1": 7}))  # stformer's JSON form: keys are ids
+    assert read_id_class_dict(tmp_path / "json.json") == {0: "3", 1: "7"}
+    (tmp_path / "bad.pkl").write_bytes(pickle.dumps({"B": "x"}))
+    with pytest.raises(ValueError, match="bad.pkl: a label map needs integer class ids"):
+        read_id_class_dict(tmp_path / "bad.pkl")
+
+
+def test_short_fine_tuning_predicts_its_training_cells_as_training_saw_them(pretrained, tmp_path):
+    """One epoch on 90 separable cells; prediction standardizes with the training cells' own statistics."""
+    from safetensors.torch import load_file
+    from transformers import BertModel
+
+    vocab = load_token_dictionary(pretrained / "vocab.json")
+    _separable_cells(len(vocab), n=90, seed=1).save_to_disk(str(tmp_path / "cells.dataset"))
+    clf = GenericClassifier("cell_type", training_args={**FAST, "num_train_epochs": 1}, gene_dropout=0.0)
+    data_path, _ = clf.prepare_data(str(tmp_path / "cells.dataset"), str(tmp_path / "out"), "c")
+    clf.train(str(pretrained), data_path, str(tmp_path / "run"), eval_dataset=data_path)  # trains on all 90
+    model_dir = tmp_path / "run" / "model"
+    predicted = np.asarray(predict_from_checkpoint(str(model_dir), data_path))
+
+    # The same cells through the encoder alone, in fp32, standardized with their own mean and variance.
+    encoder = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False).eval()
+    data = load_from_disk(data_path)
+    pooled = []
+    with torch.no_grad():
+        for ids in data["input_ids"]:
+            pooled.append(encoder(input_ids=torch.tensor([ids])).last_hidden_state[0].mean(0).double())
+    pooled = torch.stack(pooled)  # (cells, hidden)
+    mean, var = pooled.mean(0), pooled.var(0)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    torch.testing.assert_close(
+        weights["cell_norm.running_mean"].double(), mean, atol=0.02 * var.sqrt().max().item(), rtol=0
+    )
+    torch.testing.assert_close(weights["cell_norm.running_var"].double(), var, rtol=0.1, atol=1e-6)
+    standardized = ((pooled - mean) / (var + 1e-5).sqrt()).float()
+    expected = (standardized @ weights["classifier.weight"].T + weights["classifier.bias"]).argmax(1).numpy()
+    assert (predicted == expected).mean() >= 0.95
+    labels = np.asarray(data["label"])
+    assert abs((predicted == labels).mean() - (expected == labels).mean()) <= 0.05
+
+
+def test_evaluate_and_predict_use_one_precision(pretrained, tmp_path):
+    """A head with two nearly equal classes: any difference in precision flips some predictions."""
+    vocab = load_token_dictionary(pretrained / "vocab.json")
+    data = _separable_cells(len(vocab), n=120, seed=2)
+    data = data.add_column("label", [0] * 60 + [1] * 60)
+    data.save_to_disk(str(tmp_path / "cells.dataset"))
+    torch.manual_seed(0)
+    model = BertForCellClassification.from_pretrained(str(pretrained), num_labels=2)
+    with torch.no_grad():
+        model.classifier.weight[1] = model.classifier.weight[0] + 1e-4 * torch.randn_like(model.classifier.weight[0])
+        model.classifier.bias.zero_()
+    model.save_pretrained(str(tmp_path / "model"))
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(pretrained)).save_pretrained(str(tmp_path / "model"))
+    (tmp_path / "labels.pkl").write_bytes(pickle.dumps({0: "a", 1: "b"}))
+    clf = GenericClassifier("cell_type")
+    clf.evaluate(
+        str(tmp_path / "model"), str(tmp_path / "cells.dataset"), str(tmp_path / "labels.pkl"), str(tmp_path / "ev")
+    )
+    evaluated = pickle.loads((tmp_path / "ev" / "predictions.pkl").read_bytes())["predictions"]
+    predicted = predict_from_checkpoint(str(tmp_path / "model"), str(tmp_path / "cells.dataset"))
+    assert evaluated == predicted

@@ -33,7 +33,7 @@ def test_cli_pipeline_and_errors(tmp_path, capsys):
     ]
     assert main(args) == 0
     ds = load_from_disk(str(out))
-    assert set(ds.column_names) == {"input_ids", "length", "neighbor_start", "cell_id", "label"}
+    assert set(ds.column_names) == {"input_ids", "length", "neighbor_start", "cell_id", "obs_name", "label"}
     assert max(ds["length"]) <= 30
     assert json.loads((out / "vocab.json").read_text())["<pad>"] == 0
     capsys.readouterr()
@@ -41,3 +41,19 @@ def test_cli_pipeline_and_errors(tmp_path, capsys):
     assert "tok already exists" in capsys.readouterr().err
     assert main(["medians", str(tmp_path / "x.h5ad"), "--out", str(med)]) == 1
     assert "x.h5ad: file not found" in capsys.readouterr().err
+
+
+def test_user_errors_print_one_line_and_bugs_show_their_traceback(tmp_path, capsys, monkeypatch):
+    (tmp_path / "cut.h5ad").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # an HDF5 signature, then nothing
+    assert main(["medians", str(tmp_path / "cut.h5ad"), "--out", str(tmp_path / "m.json"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cut.h5ad: not a readable h5ad (HDF5) file" in err and "Traceback" not in err
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal mistake")  # a plain ValueError is not a user error
+
+    monkeypatch.setattr("stformer.cli.compute_gene_medians", broken)
+    make_adata(10, 20, expressed=5).write_h5ad(tmp_path / "a.h5ad")
+    assert main(["medians", str(tmp_path / "a.h5ad"), "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError: an internal mistake" in err and "please report it" in err

@@ -27,7 +27,7 @@ def test_write_embeddings_into_anndata_copy(pretrained, token_dataset, tmp_path)
     write_embeddings(result, tmp_path / "emb.npz", h5ad=source, h5ad_out=tmp_path / "with.h5ad")
     adata = ad.read_h5ad(tmp_path / "with.h5ad")
     assert adata.obsm["X_stformer"].shape == (adata.n_obs, 32)
-    row = list(adata.obs_names).index(result["cell_ids"][5])
+    row = list(adata.obs_names).index(load_from_disk(str(token_dataset))["obs_name"][5])
     np.testing.assert_allclose(adata.obsm["X_stformer"][row], result["cells"][5])
     assert "X_stformer" not in ad.read_h5ad(source).obsm  # the input is left as it was
     saved = np.load(tmp_path / "emb.npz")
@@ -51,3 +51,29 @@ def test_embed_cli(pretrained, token_dataset, tmp_path):
         == 0
     )
     assert set(np.load(tmp_path / "e.npz").files) == {"cells", "cell_ids", "gene_tokens", "genes"}
+
+
+def test_two_files_sharing_barcodes_keep_their_own_embeddings(pretrained, tmp_path):
+    """Slides reuse barcodes: each cell's embedding goes back to its own file's row."""
+    from synthetic import make_adata
+
+    from stformer import load_token_dictionary, tokenize_data
+
+    vocab = load_token_dictionary(pretrained / "vocab.json")
+    medians = {g: 1.0 for g in vocab if not g.startswith("<")}
+    for name, seed in (("a", 1), ("b", 2)):
+        make_adata(30, 60, expressed=20, seed=seed).write_h5ad(
+            tmp_path / f"{name}.h5ad"
+        )  # obs names cell0..cell29 in both
+    tokenize_data([tmp_path / "a.h5ad", tmp_path / "b.h5ad"], tmp_path / "tokens", medians, vocab, progress=False)
+    data = load_from_disk(str(tmp_path / "tokens"))
+    assert len(set(data["cell_id"])) == len(data) == 60 and data["cell_id"][30] == "b:cell0"
+    assert data["obs_name"][:3] == data["obs_name"][30:33] == ["cell0", "cell1", "cell2"]
+    result = embed(pretrained, tmp_path / "tokens", progress=False)
+    write_embeddings(result, tmp_path / "e.npz", h5ad=tmp_path / "b.h5ad")
+    adata = ad.read_h5ad(tmp_path / "b_stformer.h5ad")
+    np.testing.assert_array_equal(adata.obsm["X_stformer"], result["cells"][30:])
+    assert not np.allclose(adata.obsm["X_stformer"][0], result["cells"][0])  # not file a's cell0
+    ad.AnnData(adata.X, obs=adata.obs).write_h5ad(tmp_path / "renamed.h5ad")
+    with pytest.raises(ValueError, match="renamed.h5ad: none of its cells are in the embeddings.*'a', 'b'"):
+        write_embeddings(result, tmp_path / "e2.npz", h5ad=tmp_path / "renamed.h5ad")

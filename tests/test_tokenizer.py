@@ -43,7 +43,8 @@ def test_spot_mode_matches_reference_and_writes_lengths(tmp_path):
     assert _tokens(tmp_path / "out") == expected
     ds = load_from_disk(str(tmp_path / "out"))
     assert ds["label"] == list(adata.obs["cell_type"].astype(str))
-    assert ds["cell_id"] == list(adata.obs_names)
+    assert ds["obs_name"] == list(adata.obs_names)
+    assert ds["cell_id"] == [f"a:{name}" for name in adata.obs_names]
     lengths = pickle.loads((tmp_path / "out" / "lengths.pkl").read_bytes())
     assert lengths == ds["length"] == [len(t) for t in expected]
     assert summary["n_tokenized"] == 150
@@ -87,7 +88,7 @@ def test_stored_totals_used_and_empty_cells_dropped(tmp_path):
         tmp_path / "a.h5ad", tmp_path / "out", medians, vocab, min_count_coverage=0.0, progress=False
     )
     assert _tokens(tmp_path / "out") == [[vocab["A"]], [vocab["A"], vocab["B"]]]
-    assert load_from_disk(str(tmp_path / "out"))["cell_id"] == ["0", "3"]
+    assert load_from_disk(str(tmp_path / "out"))["cell_id"] == ["a:0", "a:3"]
     assert summary["n_dropped_empty"] == 2
     assert summary["files"][0]["count_coverage"] == pytest.approx(6 / 14)
 
@@ -101,10 +102,15 @@ def test_duplicate_gene_rules(tmp_path):
     medians = {"A": 1.0, "B": 1.0}
     vocab = build_token_dictionary(medians)
     kw = {"gene_id_column": "gid", "progress": False}
-    tokenize_data(tmp_path / "a.h5ad", tmp_path / "sum", medians, vocab, **kw)
-    tokenize_data(tmp_path / "a.h5ad", tmp_path / "first", medians, vocab, duplicate_genes="first", **kw)
+    with pytest.warns(StformerWarning, match="1 matrix columns repeat"):
+        tokenize_data(tmp_path / "a.h5ad", tmp_path / "sum", medians, vocab, **kw)
+    with pytest.warns(StformerWarning, match="all but the first dropped"):
+        tokenize_data(tmp_path / "a.h5ad", tmp_path / "first", medians, vocab, duplicate_genes="first", **kw)
     assert _tokens(tmp_path / "sum") == [[vocab["B"], vocab["A"]]]  # A = 1 + 2 < 5
     assert _tokens(tmp_path / "first") == [[vocab["B"], vocab["A"]]]
+    with pytest.warns(StformerWarning, match="a.h5ad: 1 matrix columns repeat .*summed"):
+        summary = tokenize_data(tmp_path / "a.h5ad", tmp_path / "sum2", medians, vocab, **kw)
+    assert summary["files"][0]["n_duplicated_gene_ids"] == 1
     with pytest.raises(ValueError, match="a.h5ad: 1 duplicated gene identifiers.*'A'"):
         tokenize_data(tmp_path / "a.h5ad", tmp_path / "err", medians, vocab, duplicate_genes="error", **kw)
     assert not (tmp_path / "err").exists()
@@ -255,7 +261,7 @@ def test_log_transformed_input_warns(small, tmp_path):
 @pytest.mark.parametrize(
     ("change", "options", "error", "match"),
     [
-        ("negative", {}, ValueError, "neg.h5ad: layer X holds negative values"),
+        ("negative", {}, ValueError, "neg.h5ad: layer X holds a negative value \\(-1.0\\) in row 0"),
         ("symbols", {}, ValueError, "covers 0.0% of the file's genes.*gene symbols.*gene_mapping"),
         ("none", {"layer": "counts"}, KeyError, "layer 'counts' not found; available: \\['X'\\]"),
         ("none", {"metadata_columns": ["donor"]}, KeyError, "obs column 'donor'"),
@@ -307,3 +313,67 @@ def test_pbmc_tokenizes_end_to_end(pbmc_h5ad, tmp_path):
     assert summary["n_tokenized"] == len(ds) == 700
     assert ds["length"] == np.diff(counts.indptr).tolist()  # every expressed gene, none else
     assert len(set(ds["cell_type"])) == 10
+
+
+@pytest.mark.parametrize(
+    ("value", "what"), [(np.nan, "non-finite value \\(nan\\)"), (-3.0, "negative value \\(-3.0\\)")]
+)
+def test_bad_values_far_down_the_file_are_rejected(tmp_path, value, what):
+    """A NaN or negative count in row 1,500 (past the first chunks) stops medians and tokenize."""
+    adata = make_adata(1600, 40, expressed=10, seed=5)
+    medians, vocab = _setup(adata, tmp_path / "ok.h5ad")
+    adata.X = adata.X.copy()
+    adata.X.data[adata.X.indptr[1500]] = value
+    adata.write_h5ad(tmp_path / "bad.h5ad")
+    match = f"bad.h5ad: layer X holds a {what} in row 1500"
+    with pytest.raises(ValueError, match=match):
+        compute_gene_medians(tmp_path / "bad.h5ad", progress=False)
+    with pytest.raises(ValueError, match=match):
+        tokenize_data(tmp_path / "bad.h5ad", tmp_path / "out", medians, vocab, chunk_size=256, nproc=2, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_or_foreign_file_names_the_file(small, tmp_path):
+    _, medians, vocab = small
+    whole = (tmp_path / "a.h5ad").read_bytes()
+    (tmp_path / "cut.h5ad").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "text.h5ad").write_text("barcode,gene,count\n")
+    for name in ("cut.h5ad", "text.h5ad"):
+        with pytest.raises(ValueError, match=f"{name}: not a readable h5ad \\(HDF5\\) file"):
+            tokenize_data(tmp_path / name, tmp_path / "out", medians, vocab, progress=False)
+        with pytest.raises(ValueError, match=f"{name}: not a readable h5ad"):
+            compute_gene_medians(tmp_path / name, progress=False)
+
+
+def test_missing_and_mixed_metadata_become_nulls_and_one_type(tmp_path):
+    """Categorical with NaN, ints in one file and floats with NaN in another, text in one and numbers in another."""
+    first, second = make_adata(20, 30, expressed=10, seed=1), make_adata(20, 30, expressed=10, seed=2)
+    first.obs.loc[first.obs_names[:3], "cell_type"] = np.nan
+    first.obs["age"], second.obs["age"] = np.arange(20), np.where(np.arange(20) < 2, np.nan, 40.5)
+    first.obs["batch"], second.obs["batch"] = "run1", 2
+    medians, vocab = _setup(first, tmp_path / "a.h5ad")
+    second.write_h5ad(tmp_path / "b.h5ad")
+    with pytest.warns(StformerWarning, match="'batch' holds .* values in different files; it is stored as text"):
+        tokenize_data(
+            [tmp_path / "a.h5ad", tmp_path / "b.h5ad"],
+            tmp_path / "out",
+            medians,
+            vocab,
+            metadata_columns=["cell_type", "age", "batch"],
+            chunk_size=8,
+            progress=False,
+        )
+    ds = load_from_disk(str(tmp_path / "out"))
+    assert ds["cell_type"][:3] == [None] * 3 and ds["cell_type"][3:20] == list(first.obs["cell_type"][3:].astype(str))
+    assert ds["age"][:20] == list(range(20)) and ds["age"][20:22] == [None, None] and ds["age"][22] == 40.5
+    assert ds.features["age"].dtype == "float64"
+    assert ds["batch"][0] == "run1" and ds["batch"][20] == "2"
+
+
+def test_input_files_with_one_name_are_refused(small, tmp_path):
+    adata, medians, vocab = small
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        adata.write_h5ad(tmp_path / folder / "slide.h5ad")
+    with pytest.raises(ValueError, match="two input files named 'slide'.*rename one"):
+        tokenize_data([tmp_path / "x" / "slide.h5ad", tmp_path / "y" / "slide.h5ad"], tmp_path / "o", medians, vocab)

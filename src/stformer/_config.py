@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._errors import InputError
+
 T = TypeVar("T")
 
 
@@ -30,7 +32,7 @@ def load_config_file(path: str | Path) -> dict:
         data = json.loads(text)
     if not isinstance(data, dict):
         msg = f"{path}: expected a mapping of option -> value at the top level"
-        raise ValueError(msg)
+        raise InputError(msg)
     return data
 
 
@@ -43,7 +45,7 @@ def build_config(cls: type[T], values: Mapping[str, Any], *, source: str = "opti
         close = difflib.get_close_matches(key, names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known: {names}"
         msg = f"{source}: unknown option {key!r} for {cls.__name__}{hint}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return cls(**values)
 
 

@@ -8,7 +8,8 @@ SPECIAL_TOKENS = (PAD_TOKEN, MASK_TOKEN)
 INPUT_IDS = "input_ids"
 LENGTH = "length"
 NEIGHBOR_START = "neighbor_start"  # index where the neighborhood part of a sequence begins
-CELL_ID = "cell_id"
+CELL_ID = "cell_id"  # "<file stem>:<obs name>", unique across input files
+OBS_NAME = "obs_name"  # the cell's name in its file
 
 # Files written beside a tokenized dataset (inside its directory).
 LENGTHS_FILE = "lengths.pkl"

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import InputError
+
 
 def _numpy_scalar(dtype: np.dtype, data: bytes | None = None) -> float | int:
     """Rebuild a numeric NumPy scalar (as found in Geneformer's pickles) as a Python number."""
@@ -68,7 +70,7 @@ def safe_load_pickle(path: str | Path) -> Any:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as err:
         msg = f"{path}: {err}"
-        raise ValueError(msg) from err
+        raise InputError(msg) from err
 
 
 def load_mapping_file(path: str | Path) -> Any:
@@ -83,7 +85,7 @@ def load_mapping_file(path: str | Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         msg = f"{path}: not valid JSON ({err}); pickles need a .pkl or .pickle extension"
-        raise ValueError(msg) from err
+        raise InputError(msg) from err
 
 
 @contextlib.contextmanager

@@ -6,11 +6,13 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
 from ._config import add_dataclass_options, config_from_cli, load_config_file
+from ._errors import InputError
 from ._files import write_json
 from .pipeline import STAGES
 from .tokenize import TokenizerConfig, compute_gene_medians, tokenize_data, write_gene_medians
@@ -104,7 +106,7 @@ def _classifier(args: argparse.Namespace):
         options["metadata_column"] = args.metadata_column
     if "metadata_column" not in options:
         msg = "give --metadata-column (or metadata_column in --config)"
-        raise ValueError(msg)
+        raise InputError(msg)
     return GenericClassifier(**options)
 
 
@@ -116,7 +118,7 @@ def _classify(args: argparse.Namespace) -> None:
     missing = [f"--{name}" for name in needed if getattr(args, name) is None]
     if missing:
         msg = f"classify {args.action} needs {' and '.join(missing)}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if args.action == "prepare":
         data, labels = classifier.prepare_data(str(args.data), str(args.out), args.prefix)
         print(json.dumps({"dataset": data, "id_class_dict": labels}, indent=1))
@@ -257,14 +259,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``stformer`` command; errors print one clear line and exit 1."""
+    """Entry point of the ``stformer`` command.
+
+    A mistake in the input (:class:`~stformer._errors.InputError`, a missing or existing output
+    path) prints one line and exits 1; anything else is a bug in stformer: its traceback is shown,
+    with a line asking to report it.
+    """
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"stformer {args.command}: error: {message}", file=sys.stderr)
+    except (InputError, FileNotFoundError, FileExistsError) as err:
+        print(f"stformer {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"stformer {args.command}: unexpected error (a bug in stformer); please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         _close_process_group()
     return 0

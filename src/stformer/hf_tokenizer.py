@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ._constants import MASK_TOKEN, PAD_TOKEN
+from ._errors import InputError
 from .vocab import load_token_dictionary, validate_token_dictionary
 
 EXTRA_SPECIAL_TOKENS = ("<unk>", "<cls>", "<sep>")
@@ -38,7 +39,7 @@ def build_custom_tokenizer(
     for token in (pad_token, mask_token):
         if token not in vocab:
             msg = f"special token {token!r} is not in the vocabulary {token_dict_path}"
-            raise ValueError(msg)
+            raise InputError(msg)
     vocab = dict(vocab)
     for token in EXTRA_SPECIAL_TOKENS:
         vocab.setdefault(token, len(vocab))

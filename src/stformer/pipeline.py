@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._config import build_config, load_config_file
+from ._errors import InputError, InputKeyError
 from ._files import write_json
 
 STAGES = ("medians", "vocab", "tokenize", "pretrain", "classify", "embed", "report")
@@ -56,13 +57,13 @@ def check_inputs(config: RunConfig) -> None:
         with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
             if src.obs_column(config.label_column) is None:
                 msg = f"{path}: obs column {config.label_column!r} (label_column) not found"
-                raise KeyError(msg)
+                raise InputKeyError(msg)
             if not (gene_ids_of(src, options) != "").any():
                 msg = (
                     f"{path}: none of its gene identifiers (like {list(src.raw_gene_ids[:3])}) is known to "
                     "the gene_mapping; check gene_id_column and the mapping"
                 )
-                raise ValueError(msg)
+                raise InputError(msg)
 
 
 def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progress: bool = True) -> dict:

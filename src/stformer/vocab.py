@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ._constants import SPECIAL_TOKENS
+from ._errors import InputError
 from ._files import load_mapping_file, write_mapping
 
 __all__ = [
@@ -25,24 +26,24 @@ def validate_token_dictionary(token_dict: Mapping, *, source: str = "token dicti
     """
     if not isinstance(token_dict, Mapping) or not token_dict:
         msg = f"{source}: expected a non-empty mapping of token -> id, got {type(token_dict).__name__}"
-        raise ValueError(msg)
+        raise InputError(msg)
     bad = [(k, v) for k, v in token_dict.items() if not isinstance(k, str) or type(v) is not int]
     if bad:
         msg = f"{source}: tokens must be strings and ids integers; first offending entry: {bad[0]!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     missing = [t for t in SPECIAL_TOKENS if t not in token_dict]
     if missing:
         msg = (
             f"{source}: special token(s) {missing} missing; add them (for example with "
             "build_token_dictionary, which puts <pad>=0 and <mask>=1 first)"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     ids = sorted(token_dict.values())
     if ids != list(range(len(ids))):
         dup = sorted(i for i, n in Counter(ids).items() if n > 1)[:5]
         detail = f"duplicated ids {dup}" if dup else f"ids span {ids[0]}..{ids[-1]}"
         msg = f"{source}: ids must be unique, non-negative and dense 0..{len(ids) - 1}; {detail}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return dict(token_dict)
 
 
@@ -76,5 +77,5 @@ def build_token_dictionary(gene_medians: Mapping[str, float]) -> dict[str, int]:
     genes = sorted(g for g in gene_medians if g not in SPECIAL_TOKENS)
     if not genes:
         msg = "gene medians are empty: compute them with `stformer medians` first"
-        raise ValueError(msg)
+        raise InputError(msg)
     return {token: i for i, token in enumerate([*SPECIAL_TOKENS, *genes])}

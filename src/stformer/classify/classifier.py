@@ -13,6 +13,7 @@ from datasets import Dataset, load_from_disk
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
 from .._datasets import example_lengths, token_id_range
+from .._errors import InputError, InputKeyError
 from .._files import atomic_path, load_mapping_file, write_json, write_pickle
 from .._hardware import bf16_is_fast
 from ..hf_tokenizer import build_custom_tokenizer
@@ -31,9 +32,10 @@ from .metrics import (
     compute_metrics,
     flat_predictions,
     full_metrics,
+    inference_arguments,
     predict_in_length_order,
 )
-from .model import POOLINGS, BertForCellClassification
+from .model import POOLINGS, BertForCellClassification, CellStatisticsCallback
 from .plots import plot_confusion_matrix, plot_predictions
 
 CLASSIFIER_TYPES = ("sequence", "token")
@@ -41,14 +43,40 @@ MODEL_DIR, EVAL_DATASET, PREDICTIONS = "model", "eval.dataset", "predictions.pkl
 
 
 def read_id_class_dict(path: str | Path) -> dict[int, str]:
-    """Read a label map written as id -> class or class -> id (both occur); return id -> class."""
+    """Read a label map and return it as ``{class id: class name}``.
+
+    Each form is read one way, by the types of its keys, never by guessing from its values:
+
+    - keys that are integer ids (in JSON, strings of digits): id -> class, the form stformer
+      writes (``{prefix}_id_class_dict.pkl``, ``model/id_class_dict.json``), whatever the classes
+      are, so integer labels (clusters, 0/1 phenotypes) keep their names;
+    - keys that are class names and values integer ids: class -> id, as Geneformer and the
+      reference package write it.
+
+    >>> read_id_class_dict("cls/pbmc_id_class_dict.pkl")  # doctest: +SKIP
+    {0: 'B cell', 1: 'T cell'}
+    """
     mapping = load_mapping_file(path)
     if not isinstance(mapping, dict) or not mapping:
         msg = f"{path}: expected a non-empty dict of class ids and names"
-        raise ValueError(msg)
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
-        return {v: str(k) for k, v in mapping.items()}
-    return {int(k): str(v) for k, v in mapping.items()}
+        raise InputError(msg)
+
+    def as_id(value) -> int | None:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            return int(value)
+        return int(value) if isinstance(value, str) and value.isdigit() and Path(path).suffix == ".json" else None
+
+    key_ids = [as_id(k) for k in mapping]
+    if all(i is not None for i in key_ids):
+        return {i: str(v) for i, v in zip(key_ids, mapping.values(), strict=True)}
+    value_ids = [as_id(v) if not isinstance(v, str) else None for v in mapping.values()]
+    if all(i is not None for i in value_ids):
+        return {i: str(k) for k, i in zip(mapping, value_ids, strict=True)}
+    msg = (
+        f"{path}: a label map needs integer class ids as its keys (id -> class) or as its values "
+        f"(class -> id); found keys like {list(mapping)[:3]} and values like {list(mapping.values())[:3]}"
+    )
+    raise InputError(msg)
 
 
 class GenericClassifier:
@@ -96,23 +124,23 @@ class GenericClassifier:
     ):
         if classifier_type not in CLASSIFIER_TYPES:
             msg = f"classifier_type must be one of {CLASSIFIER_TYPES}, got {classifier_type!r}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if classifier_type == "token" and (not gene_class_dict or not token_dictionary_file):
             msg = "classifier_type='token' needs gene_class_dict (class -> genes) and token_dictionary_file"
-            raise ValueError(msg)
+            raise InputError(msg)
         if pooling not in POOLINGS:
             msg = f"pooling must be one of {POOLINGS}, got {pooling!r}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if classifier_type == "token" and gene_dropout:
             msg = "gene_dropout applies to cell classification (classifier_type='sequence') only"
-            raise ValueError(msg)
+            raise InputError(msg)
         gene_dropout = (0.1 if classifier_type == "sequence" else 0.0) if gene_dropout is None else gene_dropout
         if not 0 <= gene_dropout < 1:
             msg = f"gene_dropout must lie in [0, 1), got {gene_dropout}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if not 0 <= rare_threshold < 1:
             msg = f"rare_threshold must lie in [0, 1), got {rare_threshold}"
-            raise ValueError(msg)
+            raise InputError(msg)
         self.metadata_column = metadata_column
         self.classifier_type = classifier_type
         self.gene_class_dict = gene_class_dict
@@ -148,7 +176,7 @@ class GenericClassifier:
                     f"metadata_column {self.metadata_column!r} is not a dataset column "
                     f"(columns: {data.column_names}); carry it with tokenize(metadata_columns=...)"
                 )
-                raise KeyError(msg)
+                raise InputKeyError(msg)
             data = remove_rare(data, self.rare_threshold, self.metadata_column, self.nproc)
             data = downsample_and_shuffle(
                 data, self.max_examples, self.max_examples_per_class, {"state_key": self.metadata_column}
@@ -162,15 +190,15 @@ class GenericClassifier:
             )
         if len(data) == 0:
             msg = "no examples left to classify after filtering"
-            raise ValueError(msg)
+            raise InputError(msg)
         if len(class_to_id) < 2:
             msg = f"only one class left after filtering ({list(class_to_id)}); a classifier needs two or more"
-            raise ValueError(msg)
+            raise InputError(msg)
         dataset_path = out / f"{output_prefix}_labeled.dataset"
         label_path = out / f"{output_prefix}_id_class_dict.pkl"
         with atomic_path(dataset_path, overwrite=True) as tmp:
             data.save_to_disk(str(tmp))
-        write_pickle({i: c for c, i in class_to_id.items()}, label_path, overwrite=True)
+        write_pickle({i: str(c) for c, i in class_to_id.items()}, label_path, overwrite=True)
         return str(dataset_path), str(label_path)
 
     def _label_cells(self, data: Dataset) -> tuple[Dataset, dict]:
@@ -180,7 +208,7 @@ class GenericClassifier:
         unknown = sorted(set(values) - {str(k) for k in self.label_mapping})
         if unknown:
             msg = f"labels {unknown[:5]} are not in label_mapping; add them or filter them out"
-            raise ValueError(msg)
+            raise InputError(msg)
         mapping = {str(k): v for k, v in self.label_mapping.items()}
         return data.remove_columns("label").add_column("label", [mapping[v] for v in values]), dict(self.label_mapping)
 
@@ -201,7 +229,7 @@ class GenericClassifier:
                 f"no tokenizer found at {name_or_path} (stformer never downloads); give "
                 "tokenizer_name_or_path or token_dictionary_file"
             )
-            raise ValueError(msg) from err
+            raise InputError(msg) from err
 
     # ------------------------------------------------------------- training
     def train(
@@ -275,7 +303,7 @@ class GenericClassifier:
         column = "label" if self.classifier_type == "sequence" else "labels"
         if column not in data.column_names:
             msg = f"{dataset_path}: no {column!r} column; prepare it with GenericClassifier.prepare_data"
-            raise ValueError(msg)
+            raise InputError(msg)
         values = data[column] if column == "label" else [v for row in data[column] for v in row]
         return {int(i): str(i) for i in sorted(set(values)) if i != IGNORE_INDEX}
 
@@ -285,7 +313,7 @@ class GenericClassifier:
             return data, evaluation
         if not 0 < test_size < 1:
             msg = f"test_size must lie in (0, 1), got {test_size}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if self.classifier_type == "token":
             return split_genes(data, test_size, self.seed)
         return split_cells(data, test_size, self.seed, self.split_column)
@@ -303,6 +331,7 @@ class GenericClassifier:
             processing_class=tokenizer,
             compute_metrics=compute_metrics,
             compute_loss_func=self._weighted_loss(train_data, len(id_class)) if self.class_weights else None,
+            callbacks=[CellStatisticsCallback()],
         )
 
     def _collator(self, tokenizer):
@@ -403,23 +432,18 @@ class GenericClassifier:
         column = "label" if self.classifier_type == "sequence" else "labels"
         if column not in data.column_names:
             msg = f"{eval_dataset_path}: no {column!r} column to evaluate against"
-            raise ValueError(msg)
+            raise InputError(msg)
         values = set(data[column]) if column == "label" else {v for row in data[column] for v in row}
         unseen = sorted(values - set(id_class) - {IGNORE_INDEX})
         if unseen:
             msg = f"{eval_dataset_path}: label ids {unseen[:5]} were not seen in training ({id_class_dict_file})"
-            raise ValueError(msg)
+            raise InputError(msg)
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_directory)
         check_vocabulary(model_directory, data)
         model = load_classifier(model_directory, self.classifier_type)
         out = Path(output_directory)
         out.mkdir(parents=True, exist_ok=True)
-        args = TrainingArguments(
-            output_dir=str(out / "tmp_eval"),
-            per_device_eval_batch_size=self.forward_batch_size,
-            report_to="none",
-            use_cpu=not torch.cuda.is_available(),
-        )
+        args = inference_arguments(str(out / "tmp_eval"), self.forward_batch_size)
         trainer = ClassifierTrainer(
             model=model, args=args, data_collator=self._collator(tokenizer), processing_class=tokenizer
         )
@@ -471,7 +495,7 @@ def check_vocabulary(checkpoint: str | Path, data: Dataset) -> None:
             f"the dataset holds token id {high} but the checkpoint {checkpoint} has a vocabulary of "
             f"{vocab_size}: the data were tokenized with a different vocabulary than the model's"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
 
 
 def split_cells(data: Dataset, test_size: float, seed: int, group_column: str | None) -> tuple[Dataset, Dataset]:
@@ -483,19 +507,19 @@ def split_cells(data: Dataset, test_size: float, seed: int, group_column: str | 
     if (counts[counts > 0] < 2).any():
         rare = np.flatnonzero((counts > 0) & (counts < 2)).tolist()
         msg = f"classes {rare} have a single example and cannot be split; raise rare_threshold or give eval_dataset"
-        raise ValueError(msg)
+        raise InputError(msg)
     index = np.arange(len(data))
     if group_column is None:
         train, test = train_test_split(index, test_size=test_size, stratify=labels, random_state=seed)
     else:
         if group_column not in data.column_names:
             msg = f"split_column {group_column!r} is not a dataset column (columns: {data.column_names})"
-            raise KeyError(msg)
+            raise InputKeyError(msg)
         groups = np.asarray(data[group_column]).astype(str)
         n_splits = max(2, round(1 / test_size))
         if len(set(groups)) < n_splits:
             msg = f"split_column {group_column!r} has {len(set(groups))} groups; need at least {n_splits}"
-            raise ValueError(msg)
+            raise InputError(msg)
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         train, test = next(folds.split(index, labels, groups))
     return data.select(np.sort(train)), data.select(np.sort(test))
@@ -515,7 +539,7 @@ def split_genes(data: Dataset, test_size: float, seed: int) -> tuple[Dataset, Da
         genes = sorted(g for g, c in gene_class.items() if c == cls)
         if len(genes) < 2:
             msg = f"gene class {cls} has {len(genes)} gene(s) in the data; a gene split needs two or more per class"
-            raise ValueError(msg)
+            raise InputError(msg)
         n_test = min(len(genes) - 1, max(1, round(test_size * len(genes))))
         test_genes.update(rng.choice(genes, n_test, replace=False).tolist())
     test_array = np.asarray(sorted(test_genes))

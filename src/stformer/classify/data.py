@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, load_from_disk
 
+from .._errors import InputError, InputKeyError
 from ..vocab import load_token_dictionary
 
 __all__ = [
@@ -29,7 +30,7 @@ IGNORE_INDEX = -100
 def _column(data: Dataset, key: str) -> np.ndarray:
     if key not in data.column_names:
         msg = f"dataset has no column {key!r} (columns: {data.column_names})"
-        raise KeyError(msg)
+        raise InputKeyError(msg)
     return np.asarray(data[key], dtype=object)
 
 
@@ -46,7 +47,7 @@ def load_and_filter(filter_data: dict | None, nproc: int, input_data: str | Data
         data = data.select(np.flatnonzero(keep))
     if len(data) == 0:
         msg = f"no examples left after filtering with {filter_data}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return data
 
 
@@ -122,10 +123,10 @@ def label_classes(
         return data.remove_columns("label").add_column("label", ids), class_to_id
     if classifier != "gene":
         msg = f"classifier must be 'cell' or 'gene', got {classifier!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if not class_dict or token_dict_path is None:
         msg = "gene classification needs class_dict (class -> genes) and token_dict_path"
-        raise ValueError(msg)
+        raise InputError(msg)
     vocab = load_token_dictionary(token_dict_path)
     class_to_id = {c: i for i, c in enumerate(sorted(class_dict, key=str))}
     token_class = {}
@@ -136,11 +137,11 @@ def label_classes(
             token = vocab[gene]
             if token_class.get(token, class_to_id[cls]) != class_to_id[cls]:
                 msg = f"gene {gene!r} is listed in more than one class of gene_class_dict"
-                raise ValueError(msg)
+                raise InputError(msg)
             token_class[token] = class_to_id[cls]
     if not token_class:
         msg = f"no gene of gene_class_dict is in the vocabulary {token_dict_path}"
-        raise ValueError(msg)
+        raise InputError(msg)
     lookup = np.full(len(vocab), IGNORE_INDEX, dtype=np.int64)
     lookup[list(token_class)] = list(token_class.values())
 

@@ -6,9 +6,10 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from torch.utils.data import SequentialSampler
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 
 from .._datasets import example_lengths
+from .._hardware import bf16_is_fast
 from .._kernels import FastKernelsTrainer
 from .._sampling import LengthGroupedSampler
 from .data import IGNORE_INDEX
@@ -78,6 +79,23 @@ class ClassifierTrainer(FastKernelsTrainer):
         device = "cuda" if self.args.device.type == "cuda" else "cpu"
         with torch.autocast(device, dtype=torch.bfloat16, enabled=self.args.bf16):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+
+def inference_arguments(output_dir: str, batch_size: int, *, num_workers: int = 0) -> TrainingArguments:
+    """``TrainingArguments`` of every inference path (evaluation, prediction): one precision rule.
+
+    bf16 autocast where the hardware is fast at it (as in training), else fp32; the GPU when
+    there is one.
+    """
+    return TrainingArguments(
+        output_dir=output_dir,
+        per_device_eval_batch_size=batch_size,
+        dataloader_num_workers=num_workers,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        bf16=bf16_is_fast(),
+        disable_tqdm=True,
+    )
 
 
 def predict_in_length_order(trainer: Trainer, dataset) -> tuple[np.ndarray, np.ndarray | None]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._files import safe_load_pickle
 
 
@@ -32,7 +33,7 @@ def _as_matrix(conf_mat: Any, class_order: list[str]) -> np.ndarray:
     matrix = np.asarray(conf_mat, dtype=float)
     if matrix.shape != (len(class_order), len(class_order)):
         msg = f"confusion matrix of shape {matrix.shape} does not match {len(class_order)} classes"
-        raise ValueError(msg)
+        raise InputError(msg)
     return matrix
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 from datasets import load_from_disk
-from transformers import AutoTokenizer, TrainingArguments
+from transformers import AutoTokenizer
 
-from .._hardware import bf16_is_fast
-from .metrics import ClassifierTrainer, predict_in_length_order
+from .metrics import ClassifierTrainer, inference_arguments, predict_in_length_order
 
 
 def predict_from_checkpoint(
@@ -34,15 +32,8 @@ def predict_from_checkpoint(
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     data = load_from_disk(str(dataset_path))
     collator = classification_collator(tokenizer, classifier_type)
-    args = TrainingArguments(
-        output_dir=str(model_dir),
-        per_device_eval_batch_size=batch_size,
-        dataloader_num_workers=min(num_workers, len(os.sched_getaffinity(0))),
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        bf16=bf16_is_fast(),
-        disable_tqdm=True,
-    )
+    workers = min(num_workers, len(os.sched_getaffinity(0)))
+    args = inference_arguments(str(model_dir), batch_size, num_workers=workers)
     trainer = ClassifierTrainer(model=model, args=args, data_collator=collator, processing_class=tokenizer)
     columns = [c for c in data.column_names if c not in ("input_ids", "length")]
     logits, _ = predict_in_length_order(trainer, data.remove_columns(columns))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from .._errors import InputError
 from ..pretrain.setup import choose_closest
 
 METRIC, MODE = "macro_f1", "max"
@@ -41,7 +42,7 @@ def search_space(ray_config: dict) -> dict:
                 msg += f"; did you mean {choose_closest(key, fields)!r}?"
             except ValueError:
                 pass
-            raise ValueError(msg)
+            raise InputError(msg)
         if isinstance(value, list):
             space[key] = tune.choice(value)
         elif isinstance(value, tuple) and len(value) == 2:
@@ -58,7 +59,7 @@ def run_ray_tune(classifier, checkpoint, train_data, eval_data, out: Path, n_tri
     """
     if not classifier.ray_config:
         msg = "n_trials > 0 needs ray_config (the hyperparameters to search)"
-        raise ValueError(msg)
+        raise InputError(msg)
     ray, tune = _require_ray()
     space = search_space(classifier.ray_config)
     ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)

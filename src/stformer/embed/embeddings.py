@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 from transformers import AutoConfig, BertModel
 
+from .._cells import cell_ids
 from .._constants import CELL_ID, INPUT_IDS
+from .._errors import InputError
 from .._files import atomic_path
 
 
@@ -40,13 +43,13 @@ def embed(
     data = load_from_disk(str(dataset)) if isinstance(dataset, (str, Path)) else dataset
     if INPUT_IDS not in data.column_names or len(data) == 0:
         msg = f"{dataset}: expected a non-empty token dataset with an {INPUT_IDS!r} column"
-        raise ValueError(msg)
+        raise InputError(msg)
     config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
     model = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False).eval()
     n_layers = config.num_hidden_layers
     if not -n_layers - 1 <= layer <= n_layers:
         msg = f"layer must lie in [{-n_layers - 1}, {n_layers}] for a {n_layers}-layer model, got {layer}"
-        raise ValueError(msg)
+        raise InputError(msg)
     pad = config.pad_token_id or 0
     lengths = np.array([len(x) for x in data[INPUT_IDS]])
     order = np.argsort(-lengths, kind="stable")
@@ -90,7 +93,9 @@ def write_embeddings(
 ) -> None:
     """Save embeddings as ``.npz``; optionally copy ``h5ad`` with them in ``obsm[key]``.
 
-    Cells are matched by ``cell_id``; cells the tokenizer dropped (nothing expressed) get NaN rows.
+    Cells are matched by their unique id (``"<file stem>:<obs name>"``, see
+    :func:`stformer._cells.cell_ids`), so ``h5ad`` must be one of the tokenized files (under its
+    own name); cells the tokenizer dropped (nothing expressed) get NaN rows.
     """
     with atomic_path(out, overwrite=overwrite) as tmp:
         with open(tmp, "wb") as f:
@@ -100,15 +105,16 @@ def write_embeddings(
     import anndata as ad
 
     adata = ad.read_h5ad(h5ad)
-    index = {c: i for i, c in enumerate(embeddings["cell_ids"].astype(str))}
-    missing = [c for c in adata.obs_names if c not in index]
-    if len(missing) == adata.n_obs:
-        msg = f"{h5ad}: none of its cells are in the embeddings (cell ids like {list(adata.obs_names[:3])})"
-        raise ValueError(msg)
+    rows = pd.Index(embeddings["cell_ids"].astype(str)).get_indexer(cell_ids(h5ad, adata.obs_names))  # -1: absent
+    if (rows < 0).all():
+        files = sorted({c.rsplit(":", 1)[0] for c in embeddings["cell_ids"].astype(str)})
+        msg = (
+            f"{h5ad}: none of its cells are in the embeddings, which hold cells of the files {files[:5]}; "
+            "give one of the tokenized files, under its own name"
+        )
+        raise InputError(msg)
     matrix = np.full((adata.n_obs, embeddings["cells"].shape[1]), np.nan, dtype=np.float32)
-    for row, cell in enumerate(adata.obs_names):
-        if cell in index:
-            matrix[row] = embeddings["cells"][index[cell]]
+    matrix[rows >= 0] = embeddings["cells"][rows[rows >= 0]]
     adata.obsm[key] = matrix
     target = h5ad_out or Path(h5ad).with_name(Path(h5ad).stem + "_stformer.h5ad")
     with atomic_path(target, overwrite=overwrite) as tmp:

@@ -9,6 +9,7 @@ import torch
 from transformers import BatchEncoding
 
 from .._constants import INPUT_IDS, MASK_TOKEN, PAD_TOKEN
+from .._errors import InputError
 from ..vocab import validate_token_dictionary
 
 IGNORE_INDEX = -100  # label of positions that carry no loss
@@ -156,7 +157,7 @@ class DataCollatorForMaskedGenes:
     def __post_init__(self) -> None:
         if not 0 < self.mlm_probability < 1:
             msg = f"mlm_probability must lie in (0, 1), got {self.mlm_probability}"
-            raise ValueError(msg)
+            raise InputError(msg)
         self.special_ids, self.gene_ids = special_and_gene_ids(self.tokenizer)
 
     def __call__(self, examples: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
 
+from .._errors import InputError
 from .collator import IGNORE_INDEX
 
 LOSS_ROWS = 64  # masked positions per block: (64, vocab) logit tiles are cheap to allocate and convert
@@ -126,7 +127,7 @@ def bert_config(
     """BERT configuration for a gene vocabulary (no token types; SDPA attention)."""
     if hidden_size % num_heads:
         msg = f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})"
-        raise ValueError(msg)
+        raise InputError(msg)
     return BertConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,

@@ -18,6 +18,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .._config import build_config, load_config_file
 from .._constants import LENGTHS_FILE, NEIGHBOR_START, VOCAB_FILE
+from .._errors import InputError
 from .._files import write_json, write_pickle
 from .._hardware import bf16_is_fast
 from .._warnings import StformerWarning
@@ -107,7 +108,7 @@ def pretrain(
             f"{lengths_file}: examples have up to {max(lengths)} tokens but max_length is "
             f"{max_length}; set max_length >= {max(lengths)} or tokenize with a smaller max_length"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
 
     setup_environment(config.seed)
     dirs = make_output_dirs(output_dir, config.run_name)
@@ -170,7 +171,7 @@ def _split(dataset, lengths: list[int], config: PretrainConfig, dirs: dict):
     n_eval = max(1, round(n * config.eval_fraction))
     if n_eval >= n:
         msg = f"eval_fraction {config.eval_fraction} leaves no training examples out of {n}"
-        raise ValueError(msg)
+        raise InputError(msg)
     order = np.random.default_rng(config.seed).permutation(n)
     eval_idx, train_idx = np.sort(order[:n_eval]), np.sort(order[n_eval:])
     path = dirs["training"] / "train_lengths.pkl"

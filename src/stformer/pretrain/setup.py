@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._errors import InputError
 from .._warnings import StformerWarning
 
 __all__ = ["check_deepspeed_config", "choose_closest", "make_output_dirs", "setup_environment"]
@@ -33,7 +34,7 @@ def make_output_dirs(output_dir: str | Path, run_name: str) -> dict[str, Path]:
     """
     if not run_name or Path(run_name).name != run_name:
         msg = f"run_name must be a plain folder name, got {run_name!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     base = Path(output_dir) / run_name
     paths = {"training": base / "training", "logging": base / "logging", "model": base / "model"}
     for path in paths.values():
@@ -57,13 +58,13 @@ def choose_closest(
     lowered = {s.lower(): s for s in supported}
     if unsupported and name.lower() in {u.lower() for u in unsupported}:
         msg = f"{name!r} is not supported; choose one of {list(supported)}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if name.lower() in lowered:
         return lowered[name.lower()]
     match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=cutoff)
     if not match:
         msg = f"{name!r} is not a known option; choose one of {list(supported)}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return lowered[match[0]]
 
 

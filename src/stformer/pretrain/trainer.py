@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 
 from .._constants import INPUT_IDS
 from .._datasets import token_id_range
+from .._errors import InputError
 from .._files import safe_load_pickle
 from .._kernels import FastKernelsTrainer
 from .._sampling import LengthGroupedSampler
@@ -27,7 +28,7 @@ def load_example_lengths(file_path: str | Path) -> list[int]:
     lengths = safe_load_pickle(file_path)
     if not isinstance(lengths, list) or not all(type(n) is int and n >= 0 for n in lengths):
         msg = f"{file_path}: expected a list of non-negative integers (one length per example)"
-        raise ValueError(msg)
+        raise InputError(msg)
     return lengths
 
 
@@ -35,21 +36,21 @@ def check_token_dataset(dataset, vocab_size: int, *, name: str = "train_dataset"
     """Fail before training on an empty dataset, no ``input_ids`` or ids outside the vocabulary."""
     if INPUT_IDS not in dataset.column_names:
         msg = f"{name} has no {INPUT_IDS!r} column (columns: {dataset.column_names}); tokenize it first"
-        raise ValueError(msg)
+        raise InputError(msg)
     if len(dataset) == 0:
         msg = f"{name} is empty"
-        raise ValueError(msg)
+        raise InputError(msg)
     span = token_id_range(dataset)
     if span is None:
         msg = f"{name}: every example has an empty {INPUT_IDS!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     low, high = span
     if low < 0 or high >= vocab_size:
         msg = (
             f"{name}: token ids span {low}..{high} but the vocabulary has {vocab_size} tokens; "
             "the dataset was tokenized with another vocabulary"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
 
 
 class STFormerPretrainer(FastKernelsTrainer):
@@ -82,7 +83,7 @@ class STFormerPretrainer(FastKernelsTrainer):
     ):
         if model is None and model_init is None:
             msg = "STFormerPretrainer needs a model or a model_init"
-            raise ValueError(msg)
+            raise InputError(msg)
         self.token_collator = STFormerPreCollator(token_dictionary)
         vocab_size = len(self.token_collator)
         check_token_dataset(train_dataset, vocab_size)
@@ -92,7 +93,7 @@ class STFormerPretrainer(FastKernelsTrainer):
                 f"the model's vocabulary has {model_vocab} tokens but the token dictionary has "
                 f"{vocab_size}; build the model with vocab_size={vocab_size}"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         self.example_lengths = load_example_lengths(example_lengths_file)
         if len(self.example_lengths) != len(train_dataset):
             msg = (
@@ -100,10 +101,10 @@ class STFormerPretrainer(FastKernelsTrainer):
                 f"{len(train_dataset)} examples; it must hold one length per example, in order "
                 "(use the lengths.pkl written with this dataset)"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         if not 0 < mlm_probability < 1:
             msg = f"mlm_probability must lie in (0, 1), got {mlm_probability}"
-            raise ValueError(msg)
+            raise InputError(msg)
         self.mlm_probability = mlm_probability
         self._special_ids, self._gene_ids = special_and_gene_ids(self.token_collator)
         self._mask_key, self._mask_calls = None, 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from .._errors import InputError
 from .._files import load_mapping_file
 from .._warnings import StformerWarning
 from ._sources import CountSource, map_gene_ids
@@ -74,13 +75,26 @@ def chunk_totals(stored: np.ndarray | None, counts: sp.csr_matrix, rows: slice |
     return stored[rows]
 
 
-def check_counts(source: CountSource, counts: sp.csr_matrix, totals: np.ndarray, options: InputOptions) -> None:
-    """Check a first chunk of counts (cells, genes) and its totals (cells,).
+def check_counts(
+    source: CountSource, counts: sp.csr_matrix, totals: np.ndarray, options: InputOptions, *, first_row: int = 0
+) -> None:
+    """Check one chunk of counts (cells, genes), rows ``first_row`` onward, and its totals (cells,).
 
-    Fails on negative values or totals below the row sums; warns when values look
-    log-transformed or normalized.
+    Called on every chunk: fails on non-finite or negative values (naming the file, the layer and
+    the first offending row) and on totals below the row sums; the first chunk also warns when the
+    values look log-transformed or normalized.
     """
     data = counts.data
+    layer = options.layer or "X"
+    for bad, what, fix in (
+        (~np.isfinite(data), "a non-finite value", "counts must be finite numbers: repair or remove that cell"),
+        (data < 0, "a negative value", "expected raw counts; choose the counts layer with layer=..."),
+    ):
+        if bad.any():
+            position = int(np.argmax(bad))
+            row = first_row + int(np.searchsorted(counts.indptr, position, side="right")) - 1
+            msg = f"{source.path}: layer {layer} holds {what} ({data[position]}) in row {row}; {fix}"
+            raise InputError(msg)
     row_sums = np.asarray(counts.sum(axis=1)).ravel()
     if np.any(totals < row_sums * (1 - 1e-6)):
         msg = (
@@ -88,20 +102,14 @@ def check_counts(source: CountSource, counts: sp.csr_matrix, totals: np.ndarray,
             "of the matrix row for some cells, so it cannot be their total counts; fix the column "
             "or pass total_counts_column=None to compute totals from the matrix"
         )
-        raise ValueError(msg)
-    if data.size and data.min() < 0:
-        msg = (
-            f"{source.path}: layer {options.layer or 'X'} holds negative values (min "
-            f"{data.min():.3g}); expected raw counts. Choose the counts layer with layer=..."
-        )
-        raise ValueError(msg)
-    if options.accept_normalized or not data.size:
+        raise InputError(msg)
+    if first_row > 0 or options.accept_normalized or not data.size:
         return
     fractional = np.mean(data != np.round(data))
     if fractional > 0:
         looks = "log-transformed" if data.max() < 30 else "normalized"
         warnings.warn(
-            f"{source.path}: {fractional:.0%} of the values in layer {options.layer or 'X'} are "
+            f"{source.path}: {fractional:.0%} of the values in layer {layer} are "
             f"not integers (max {data.max():.3g}); the data look {looks}. stformer expects raw "
             "counts: choose the counts layer with layer=... (e.g. 'raw' or 'counts'), or pass "
             "accept_normalized=True to rank these values as they are.",

@@ -10,6 +10,8 @@ import pyarrow as pa
 from datasets import Dataset, Features
 from datasets.fingerprint import generate_random_fingerprint
 
+from .._errors import InputError
+
 
 class DatasetWriter:
     """Write tables of one schema as Arrow stream shards of about ``max_shard_bytes`` each.
@@ -55,7 +57,7 @@ class DatasetWriter:
         self._close_shard()
         if self.features is None:
             msg = f"{self.directory}: no rows were written"
-            raise ValueError(msg)
+            raise InputError(msg)
         names = []
         for i, shard in enumerate(self._shards):
             name = f"data-{i:05d}-of-{len(self._shards):05d}.arrow"

@@ -13,6 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata.io import read_elem, sparse_dataset
 
+from .._errors import InputError, InputKeyError
 from .._warnings import StformerWarning
 
 SUFFIXES = (".h5ad", ".loom")
@@ -35,12 +36,12 @@ def find_data_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
             raise FileNotFoundError(msg)
         elif p.suffix.lower() not in SUFFIXES:
             msg = f"{p}: unsupported file type {p.suffix!r}; expected .h5ad or .loom"
-            raise ValueError(msg)
+            raise InputError(msg)
         else:
             files.append(p)
     if not files:
         msg = "no input files given"
-        raise ValueError(msg)
+        raise InputError(msg)
     return files
 
 
@@ -106,7 +107,14 @@ class H5adSource(CountSource):
 
     def __init__(self, path: Path, *, layer: str | None = None, gene_id_column: str | None = None):
         self.path = Path(path)
-        self._file = h5py.File(self.path, "r")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as err:
+            msg = (
+                f"{self.path}: not a readable h5ad (HDF5) file ({err}); it may be truncated by an "
+                "interrupted copy or be another format: copy or write it again (AnnData.write_h5ad)"
+            )
+            raise InputError(msg) from err
         f = self._file
         if layer in (None, "X"):
             elem, var_key = f.get("X"), "var"
@@ -118,7 +126,7 @@ class H5adSource(CountSource):
             layers = list(f["layers"].keys()) if "layers" in f else []
             options = ["X"] + (["raw"] if "raw" in f else []) + layers
             msg = f"{self.path}: layer {layer!r} not found; available: {options}"
-            raise KeyError(msg)
+            raise InputKeyError(msg)
         self._csr_group = None
         if isinstance(elem, h5py.Group):
             encoding = elem.attrs.get("encoding-type", "")
@@ -146,7 +154,7 @@ class H5adSource(CountSource):
                 f"{self.path}: var column {gene_id_column!r} not found; available: "
                 f"{list(var.columns)} (leave gene_id_column unset to use var_names)"
             )
-            raise KeyError(msg)
+            raise InputKeyError(msg)
         self.raw_gene_ids = np.asarray(ids).astype(str)
 
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
@@ -199,11 +207,18 @@ class LoomSource(CountSource):
             msg = "reading .loom files needs loompy: pip install 'stformer[loom]'"
             raise ImportError(msg) from err
         self.path = Path(path)
-        self._ds = loompy.connect(str(self.path), mode="r", validate=False)
+        try:
+            self._ds = loompy.connect(str(self.path), mode="r", validate=False)
+        except OSError as err:
+            msg = (
+                f"{self.path}: not a readable loom (HDF5) file ({err}); it may be truncated by an "
+                "interrupted copy or be another format: copy or write it again"
+            )
+            raise InputError(msg) from err
         name = "" if layer in (None, "X") else layer
         if name not in self._ds.layers.keys():
             msg = f"{self.path}: layer {layer!r} not found; available: {list(self._ds.layers.keys())}"
-            raise KeyError(msg)
+            raise InputKeyError(msg)
         self._layer = self._ds.layers[name]
         self.n_obs = int(self._ds.shape[1])
         attrs = list(self._ds.ra.keys())
@@ -213,7 +228,7 @@ class LoomSource(CountSource):
                 f"{self.path}: row attribute {column!r} not found; available: {attrs}; "
                 "name the gene identifier attribute with gene_id_column"
             )
-            raise KeyError(msg)
+            raise InputKeyError(msg)
         self.raw_gene_ids = np.asarray(self._ds.ra[column]).astype(str)
 
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
@@ -265,7 +280,8 @@ class ColumnMap:
     target: np.ndarray  # (file genes,) int32 target column, -1 when the gene is not kept
     weight: np.ndarray  # (n_targets,) float64 weight of each target column
     n_targets: int
-    has_duplicates: bool
+    has_duplicates: bool  # duplicated identifiers whose counts ``apply`` sums
+    n_duplicated: int  # columns whose identifier repeats an earlier column's
 
     @classmethod
     def build(
@@ -281,7 +297,7 @@ class ColumnMap:
         """Map identifiers onto ``targets``; ``duplicates`` is ``"sum"``, ``"first"`` or ``"error"``."""
         if duplicates not in ("sum", "first", "error"):
             msg = f"duplicate_genes must be 'sum', 'first' or 'error', got {duplicates!r}"
-            raise ValueError(msg)
+            raise InputError(msg)
         target = np.fromiter((targets.get(g, -1) for g in gene_ids), np.int32, len(gene_ids))
         kept = target >= 0
         repeated = kept & pd.Series(target).duplicated().to_numpy()
@@ -291,7 +307,7 @@ class ColumnMap:
                 f"{source}: {int(repeated.sum())} duplicated gene identifiers, e.g. {examples}; "
                 "pass duplicate_genes='sum' or 'first'"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         if duplicates == "first":
             target[repeated] = -1
         weight = np.ones(n_targets)
@@ -299,7 +315,13 @@ class ColumnMap:
             if gene in targets:
                 weight[targets[gene]] = value
         has_duplicates = bool(repeated.any()) and duplicates == "sum"
-        return cls(target=target, weight=weight, n_targets=n_targets, has_duplicates=has_duplicates)
+        return cls(
+            target=target,
+            weight=weight,
+            n_targets=n_targets,
+            has_duplicates=has_duplicates,
+            n_duplicated=int(repeated.sum()),
+        )
 
     def apply(self, counts: sp.csr_matrix) -> tuple[sp.csr_matrix, float]:
         """Map (cells, file genes) counts to (cells, n_targets) weighted counts, zeros dropped.

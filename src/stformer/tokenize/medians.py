@@ -9,6 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._constants import TARGET_SUM
+from .._errors import InputError
 from .._files import write_mapping
 from ._common import InputOptions, check_counts, chunk_totals, gene_ids_of, stored_totals
 from ._sources import ColumnMap, find_data_files, open_source
@@ -70,7 +71,7 @@ def compute_gene_medians(
     methods = {"exact": _Exact, "tdigest": _TDigest}
     if method not in methods:
         msg = f"method must be one of {sorted(methods)}, got {method!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     accumulator = methods[method]()
     files = find_data_files(data)
     for path in files:
@@ -79,7 +80,7 @@ def compute_gene_medians(
             genes = np.unique(gene_ids[gene_ids != ""])
             if len(genes) == 0:
                 msg = f"{path}: no gene identifiers left after the gene mapping"
-                raise ValueError(msg)
+                raise InputError(msg)
             columns = ColumnMap.build(
                 gene_ids,
                 {g: i for i, g in enumerate(genes)},
@@ -93,8 +94,7 @@ def compute_gene_medians(
                 stop = min(start + options.chunk_size, src.n_obs)
                 counts = src.read_rows(start, stop)
                 totals = chunk_totals(stored, counts, slice(start, stop))
-                if start == 0:
-                    check_counts(src, counts, totals, options)
+                check_counts(src, counts, totals, options, first_row=start)
                 keep = totals > 0
                 scaled = scale_rows(columns.apply(counts[keep])[0], TARGET_SUM / totals[keep])
                 scaled = scaled.tocsc()  # (cells, genes): one column per gene
@@ -105,7 +105,7 @@ def compute_gene_medians(
     medians = accumulator.medians()
     if not medians:
         msg = f"no non-zero counts found in {[str(f) for f in files]}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return dict(sorted(medians.items()))
 
 

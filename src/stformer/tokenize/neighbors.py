@@ -6,6 +6,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from .._errors import InputError
+
 
 def spatial_graph(
     coords: np.ndarray,
@@ -26,7 +28,7 @@ def spatial_graph(
     """
     if n_neighbors is None and radius is None:
         msg = "give n_neighbors, radius or both to build a spatial graph"
-        raise ValueError(msg)
+        raise InputError(msg)
     coords = np.asarray(coords, dtype=np.float64)
     n = len(coords)
     if samples is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._errors import InputError
+
 
 def scale_rows(matrix: sp.csr_matrix, factors: np.ndarray) -> sp.csr_matrix:
     """Multiply each row of a CSR matrix (cells, genes) by ``factors`` (cells,), in place."""
@@ -63,7 +65,7 @@ def rank_value_encode(values: sp.csr_matrix, max_length: int | np.ndarray) -> tu
     row_bits = min(32 - token_bits, 12)
     if row_bits < 1:
         msg = f"vocabularies of more than 2**31 tokens are not supported (got {n_cols})"
-        raise ValueError(msg)
+        raise InputError(msg)
     rows_per_block = 1 << row_bits
     keys = np.invert(values.data.astype(np.float32).view(np.uint32)).astype(np.uint64)
     keys <<= np.uint64(token_bits)

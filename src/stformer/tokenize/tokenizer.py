@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,17 +15,21 @@ import pyarrow as pa
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from .._cells import cell_ids, check_file_keys, repeated_obs_names
 from .._constants import (
     CELL_ID,
     INPUT_IDS,
     LENGTH,
     LENGTHS_FILE,
     NEIGHBOR_START,
+    OBS_NAME,
     TARGET_SUM,
     TOKENIZE_SUMMARY_FILE,
     VOCAB_FILE,
 )
+from .._errors import InputError, InputKeyError
 from .._files import atomic_path, load_mapping_file, write_json, write_pickle
+from .._warnings import StformerWarning
 from ..vocab import load_token_dictionary, validate_token_dictionary
 from ._common import InputOptions, check_counts, chunk_totals, gene_ids_of, stored_totals
 from ._dataset_writer import DatasetWriter
@@ -100,16 +105,16 @@ class TokenizerConfig(InputOptions):
         """Raise ``ValueError`` on settings that cannot work."""
         if self.mode not in MODES:
             msg = f"mode must be one of {MODES}, got {self.mode!r}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if self.length_cap < (2 if self.mode == "neighborhood" else 1):
             msg = f"max_length must be positive (2 or more in neighborhood mode), got {self.max_length}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if not 0 <= self.min_count_coverage <= 1:
             msg = f"min_count_coverage must lie in [0, 1], got {self.min_count_coverage}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if self.chunk_size < 1 or self.nproc < 1:
             msg = f"chunk_size and nproc must be >= 1, got {self.chunk_size} and {self.nproc}"
-            raise ValueError(msg)
+            raise InputError(msg)
 
 
 @dataclass
@@ -120,6 +125,8 @@ class _FilePlan:
     columns: ColumnMap  # file genes -> token ids, weighted by target_sum / median
     n_cells: int
     gene_coverage: float
+    metadata_types: dict[str, pa.DataType]  # dataset column -> Arrow type of its values in this file
+    n_duplicated_gene_ids: int  # matrix columns whose identifier repeats an earlier column's
     n_tokenized: int = 0
     counts_total: float = 0.0
     counts_covered: float = 0.0
@@ -140,6 +147,7 @@ def _encode_chunk(file: _OpenFile, start: int, stop: int, config: TokenizerConfi
     """Tokenize cells ``start:stop`` of one file; returns tokens, lengths and counters."""
     counts = file.source.read_rows(start, stop)  # (cells, file genes)
     totals = chunk_totals(file.totals, counts, slice(start, stop))
+    check_counts(file.source, counts, totals, config, first_row=start)
     keep = totals > 0
     weighted, covered = file.plan.columns.apply(counts if keep.all() else counts[keep])
     own = scale_rows(weighted, 1.0 / totals[keep])  # (cells, vocab)
@@ -207,7 +215,7 @@ def _plan_file(
         gene_coverage = float(np.isin(gene_ids, list(known)).mean()) if len(gene_ids) else 0.0
         if not known:
             msg = _coverage_message(path, gene_ids, 0.0, 0.0, config)
-            raise ValueError(msg)
+            raise InputError(msg)
         columns = ColumnMap.build(
             gene_ids,
             {g: vocab[g] for g in known},
@@ -217,20 +225,46 @@ def _plan_file(
             source=str(path),
         )
         totals = stored_totals(src, config)
-        for column in config.column_map():
-            if src.obs_column(column) is None:
+        metadata_types = {}
+        for column, name in config.column_map().items():
+            values = src.obs_column(column)
+            if values is None:
                 msg = f"{path}: obs column {column!r} (asked for in metadata_columns) not found"
-                raise KeyError(msg)
+                raise InputKeyError(msg)
+            metadata_types[name] = _arrow_values(values).type
+        repeated = repeated_obs_names(src.obs_names())
+        if repeated:
+            warnings.warn(
+                f"{path}: {repeated} obs names repeat an earlier one; their cell ids get -1, -2, ... "
+                "(AnnData.obs_names_make_unique gives the same names)",
+                StformerWarning,
+                stacklevel=3,
+            )
+        if columns.n_duplicated and config.duplicate_genes != "error":
+            rule = "summed" if config.duplicate_genes == "sum" else "all but the first dropped"
+            warnings.warn(
+                f"{path}: {columns.n_duplicated} matrix columns repeat a vocabulary gene identifier of "
+                f"an earlier column; their counts were {rule} (duplicate_genes={config.duplicate_genes!r})",
+                StformerWarning,
+                stacklevel=3,
+            )
         first = src.read_rows(0, min(1024, src.n_obs))  # a sample for the input checks
         check_counts(src, first, chunk_totals(totals, first, slice(0, first.shape[0])), config)
         total = first.sum()
         count_coverage = columns.apply(first)[1] / total if total else 1.0
         if count_coverage < config.min_count_coverage:
             msg = _coverage_message(path, gene_ids, gene_coverage, count_coverage, config)
-            raise ValueError(msg)
+            raise InputError(msg)
         if config.mode == "neighborhood":
             _check_neighbor_inputs(src, config)
-        return _FilePlan(path=path, columns=columns, n_cells=src.n_obs, gene_coverage=gene_coverage)
+        return _FilePlan(
+            path=path,
+            columns=columns,
+            n_cells=src.n_obs,
+            gene_coverage=gene_coverage,
+            metadata_types=metadata_types,
+            n_duplicated_gene_ids=columns.n_duplicated,
+        )
 
 
 def _coverage_message(path: Path, gene_ids: np.ndarray, genes: float, counts: float, config: TokenizerConfig) -> str:
@@ -254,17 +288,17 @@ def _check_neighbor_inputs(src: CountSource, config: TokenizerConfig) -> None:
     if config.connectivities_key is not None:
         if src.obsp(config.connectivities_key) is None:
             msg = f"{src.path}: obsp[{config.connectivities_key!r}] not found"
-            raise KeyError(msg)
+            raise InputKeyError(msg)
         return
     if src.obsm(config.spatial_key) is None:
         msg = (
             f"{src.path}: obsm[{config.spatial_key!r}] (spatial coordinates) not found; needed "
             "in neighborhood mode. Set spatial_key= or connectivities_key="
         )
-        raise KeyError(msg)
+        raise InputKeyError(msg)
     if config.sample_column is not None and src.obs_column(config.sample_column) is None:
         msg = f"{src.path}: obs column {config.sample_column!r} (sample_column) not found"
-        raise KeyError(msg)
+        raise InputKeyError(msg)
 
 
 def _neighbor_graph(src: CountSource, config: TokenizerConfig) -> sp.csr_matrix:
@@ -280,7 +314,8 @@ def _neighbor_graph(src: CountSource, config: TokenizerConfig) -> sp.csr_matrix:
 def _encode_file(plan: _FilePlan, config: TokenizerConfig) -> Iterator[dict]:
     """Open one file and yield its encoded chunks in order (worker threads when nproc > 1)."""
     with open_source(plan.path, layer=config.layer, gene_id_column=config.gene_id_column) as src:
-        metadata = {CELL_ID: src.obs_names()}
+        names = src.obs_names()
+        metadata = {CELL_ID: cell_ids(plan.path, names), OBS_NAME: names}
         metadata.update({new: src.obs_column(old) for old, new in config.column_map().items()})
         file = _OpenFile(
             plan=plan,
@@ -332,10 +367,12 @@ def tokenize_data(
     truncated to ``max_length``. Cells with no expressed vocabulary gene are dropped and counted.
 
     ``output_dir`` becomes a dataset for :func:`datasets.load_from_disk` with columns
-    ``input_ids``, ``length``, ``cell_id``, the metadata columns and, in neighborhood mode,
-    ``neighbor_start``; beside the Arrow shards it holds ``lengths.pkl`` (one length per example,
-    in order, for ``STFormerPretrainer``), ``vocab.json`` and ``tokenize_summary.json``. It is
-    written to a temporary path and renamed when complete.
+    ``input_ids``, ``length``, ``cell_id`` (``"<file stem>:<obs name>"``, unique across the
+    files), ``obs_name``, the metadata columns (missing values as nulls, one type per column over
+    all files) and, in neighborhood mode, ``neighbor_start``; beside the Arrow shards it holds
+    ``lengths.pkl`` (one length per example, in order, for ``STFormerPretrainer``),
+    ``vocab.json`` and ``tokenize_summary.json``. It is written to a temporary path and renamed
+    when complete.
 
     Options are given as a :class:`TokenizerConfig` or as its fields by keyword.
     Returns the summary (cells kept and dropped, gene and count coverage per file).
@@ -355,12 +392,16 @@ def tokenize_data(
         else validate_token_dictionary(token_dictionary)
     )
     files = find_data_files(data)
+    check_file_keys(files)
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         msg = f"{output_dir} already exists; choose another output or pass overwrite=True (--overwrite)"
         raise FileExistsError(msg)
 
     plans = [_plan_file(path, medians, vocab, config) for path in files]
+    schema = {
+        name: _common_type(name, [p.metadata_types[name] for p in plans]) for name in config.column_map().values()
+    }
     total = sum(p.n_cells for p in plans)
     all_lengths: list[np.ndarray] = []
     with atomic_path(output_dir, overwrite=overwrite) as target:
@@ -369,7 +410,7 @@ def tokenize_data(
             for plan in plans:
                 for result in _encode_file(plan, config):
                     if len(result["lengths"]):
-                        writer.write(_to_table(result))
+                        writer.write(_to_table(result, schema))
                     all_lengths.append(result["lengths"])
                     plan.n_tokenized += len(result["lengths"])
                     plan.counts_total += result["counts_total"]
@@ -377,7 +418,7 @@ def tokenize_data(
                     bar.update(result["n_cells"])
             if writer.n_rows == 0:
                 msg = f"no cell of {[str(f) for f in files]} expresses a vocabulary gene; nothing to write"
-                raise ValueError(msg)
+                raise InputError(msg)
         summary = _summary(plans, config, len(vocab))
         write_pickle(np.concatenate(all_lengths).tolist(), target / LENGTHS_FILE)
         write_json(vocab, target / VOCAB_FILE)
@@ -385,7 +426,28 @@ def tokenize_data(
     return summary
 
 
-def _to_table(result: dict) -> pa.Table:
+def _arrow_values(values: np.ndarray) -> pa.Array:
+    """Metadata values as Arrow, missing values (NaN, None) as nulls."""
+    return pa.array(values, from_pandas=True)
+
+
+def _common_type(name: str, types: list[pa.DataType]) -> pa.DataType:
+    """One Arrow type for a metadata column over all files: its type, float64 for mixed numbers, else string."""
+    found = {t for t in types if not pa.types.is_null(t)}
+    if len(found) == 1:
+        return found.pop()
+    if found and all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in found):
+        return pa.float64()
+    if len(found) > 1:
+        warnings.warn(
+            f"metadata column {name!r} holds {sorted(map(str, found))} values in different files; it is stored as text",
+            StformerWarning,
+            stacklevel=3,
+        )
+    return pa.string()
+
+
+def _to_table(result: dict, schema: dict[str, pa.DataType]) -> pa.Table:
     offsets = np.concatenate([[0], np.cumsum(result["lengths"])]).astype(np.int32)
     columns = {
         INPUT_IDS: pa.ListArray.from_arrays(pa.array(offsets), pa.array(result["tokens"])),
@@ -394,7 +456,7 @@ def _to_table(result: dict) -> pa.Table:
     if result["neighbor_start"] is not None:
         columns[NEIGHBOR_START] = pa.array(result["neighbor_start"], type=pa.int64())
     for name, values in result["metadata"].items():
-        columns[name] = pa.array(values)
+        columns[name] = _arrow_values(values).cast(schema.get(name, pa.string()))
     return pa.table(columns)
 
 
@@ -405,7 +467,7 @@ def _load_medians(gene_medians: Mapping[str, float] | str | Path) -> dict[str, f
     bad = [(g, m) for g, m in dict(medians).items() if not (isinstance(m, (int, float)) and m > 0)]
     if bad:
         msg = f"gene medians must be positive numbers; first offending entry: {bad[0]!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     return dict(medians)
 
 
@@ -417,6 +479,7 @@ def _summary(plans: list[_FilePlan], config: TokenizerConfig, vocab_size: int) -
             "n_tokenized": plan.n_tokenized,
             "n_dropped_empty": plan.n_cells - plan.n_tokenized,
             "gene_coverage": plan.gene_coverage,
+            "n_duplicated_gene_ids": plan.n_duplicated_gene_ids,
             "count_coverage": plan.counts_covered / plan.counts_total if plan.counts_total else 0.0,
         }
         for plan in plans
