@@ -3,7 +3,8 @@
 Uses the output of ``make demo`` (or any ``stformer run`` directory): its token dataset, its
 pretrained model and its h5ad. For each seed, the classifier's automatic stratified split holds
 out ``--test-size`` of the cells; logistic regression on log1p(CP10k) is fitted on the same
-training cells and scored on the same held-out cells. Prints one row per seed and the means.
+training cells and scored on the same held-out cells (the vocabulary's genes of the h5ad's X).
+Prints one row per seed and the means.
 
     python benchmarks/pbmc_quality.py demo_output/run --seeds 0,1,2,42 \\
         --options '{"class_weights": true, "training_args": {"num_train_epochs": 20}}'
@@ -17,8 +18,10 @@ from pathlib import Path
 import numpy as np
 from datasets import load_from_disk
 
+from stformer import load_token_dictionary
 from stformer.classify import GenericClassifier
 from stformer.report import logistic_baseline
+from stformer.tokenize._common import InputOptions
 
 p = argparse.ArgumentParser()
 p.add_argument("run", type=Path, help="a `stformer run` output directory (tokens/, pretrain/<name>/model)")
@@ -37,14 +40,16 @@ rows = []
 with tempfile.TemporaryDirectory() as tmp:  # prepared data and one fine-tuned model per seed
     work = Path(tmp)
     data, _ = GenericClassifier(a.label).prepare_data(str(a.run / "tokens"), str(work), "cells")
-    cell_ids = load_from_disk(data)["cell_id"]
+    labeled = load_from_disk(data)
+    cell_ids, labels = np.asarray(labeled["cell_id"]), np.asarray(labeled["label"])
+    vocab = load_token_dictionary(a.run / "tokens" / "vocab.json")
     for seed in (int(s) for s in a.seeds.split(",")):
         out = work / f"seed{seed}"
         GenericClassifier(a.label, seed=seed, **options).train(str(model), data, str(out), test_size=a.test_size)
         metrics = json.loads((out / "eval_metrics.json").read_text())
-        held_out = set(load_from_disk(str(out / "eval.dataset"))["cell_id"])
-        train_ids = [c for c in cell_ids if c not in held_out]
-        baseline = logistic_baseline([str(h5ad)], a.label, train_ids, sorted(held_out))
+        held = np.isin(cell_ids, load_from_disk(str(out / "eval.dataset"))["cell_id"])
+        split = (cell_ids[~held], labels[~held]), (cell_ids[held], labels[held])
+        baseline = logistic_baseline([str(h5ad)], InputOptions(), vocab, *split)["macro_f1"]
         rows.append((seed, metrics["macro_f1"], metrics["accuracy"], baseline))
 
 print(f"\n{len(cell_ids)} cells, {a.test_size:.0%} held out per split; model {model}; options {options}")

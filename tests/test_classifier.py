@@ -8,6 +8,7 @@ from datasets import Dataset, load_from_disk
 from transformers import BertConfig, TrainingArguments
 
 from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
+from stformer._warnings import StformerWarning
 from stformer.classify.classifier import read_id_class_dict, split_cells, split_genes
 from stformer.classify.metrics import ClassifierTrainer
 from stformer.classify.model import BertForCellClassification, drop_genes
@@ -398,3 +399,44 @@ def test_evaluate_and_predict_use_one_precision(pretrained, tmp_path):
     evaluated = pickle.loads((tmp_path / "ev" / "predictions.pkl").read_bytes())["predictions"]
     predicted = predict_from_checkpoint(str(tmp_path / "model"), str(tmp_path / "cells.dataset"))
     assert evaluated == predicted
+
+
+def test_older_training_args_are_translated_or_explained():
+    with pytest.warns(StformerWarning, match="'warmup_ratio' is now 'warmup_steps'.*warmup_steps=0.1"):
+        clf = GenericClassifier("cell_type", training_args={"warmup_ratio": 0.1, "learning_rate": 1e-3})
+    assert clf.training_args == {"warmup_steps": 0.1, "learning_rate": 1e-3}
+    with pytest.warns(StformerWarning, match="'group_by_length' is now 'train_sampling_strategy'"):
+        clf = GenericClassifier("cell_type", training_args={"group_by_length": True})
+    assert clf.training_args == {"train_sampling_strategy": "group_by_length"}
+    with pytest.warns(StformerWarning, match="'evaluation_strategy' is now 'eval_strategy'"):
+        assert GenericClassifier("c", training_args={"evaluation_strategy": "no"}).training_args == {
+            "eval_strategy": "no"
+        }
+    with pytest.raises(ValueError, match="'overwrite_output_dir' is not an option.*overwrite=True"):
+        GenericClassifier("cell_type", training_args={"overwrite_output_dir": True})
+    with pytest.raises(ValueError, match="'learning_rat' is not an option.*did you mean 'learning_rate'"):
+        GenericClassifier("cell_type", training_args={"learning_rat": 1e-3})
+
+
+def test_train_and_evaluate_keep_existing_outputs(pretrained, cells, tmp_path, capsys):
+    from stformer.cli import main
+
+    clf = GenericClassifier("cell_type", training_args={**FAST, "num_train_epochs": 1})
+    data_path, label_path = clf.prepare_data(str(cells), str(tmp_path), "c")
+    clf.train(str(pretrained), data_path, str(tmp_path / "run"))
+    model = tmp_path / "run" / "model"
+    before = (model / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="run/model already exists.*overwrite=True"):
+        clf.train(str(pretrained), data_path, str(tmp_path / "run"))
+    assert (model / "model.safetensors").read_bytes() == before
+    clf.evaluate(str(model), str(tmp_path / "run" / "eval.dataset"), label_path, str(tmp_path / "ev"))
+    with pytest.raises(FileExistsError, match="ev/eval_metrics.json already exists"):
+        clf.evaluate(str(model), str(tmp_path / "run" / "eval.dataset"), label_path, str(tmp_path / "ev"))
+    clf.evaluate(str(model), str(tmp_path / "run" / "eval.dataset"), label_path, str(tmp_path / "ev"), overwrite=True)
+    config = tmp_path / "clf.json"
+    config.write_text(json.dumps({"pooling": "mean", "clas_weights": True}))
+    args = ["classify", "prepare", "--data", str(cells), "--out", str(tmp_path), "--metadata-column", "cell_type"]
+    assert main([*args, "--config", str(config)]) == 1
+    assert "clf.json: unknown option 'clas_weights' for GenericClassifier; did you mean 'class_weights'?" in (
+        capsys.readouterr().err
+    )

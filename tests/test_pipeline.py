@@ -1,9 +1,17 @@
 import json
 
+import anndata as ad
+import numpy as np
 import pytest
+import scipy.sparse as sp
 import yaml
+from datasets import load_from_disk
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
 from synthetic import make_adata
+from transformers import AutoConfig
 
+import stformer.pretrain
 from stformer.cli import main
 from stformer.pipeline import load_run_config, run_pipeline
 
@@ -34,6 +42,7 @@ def _config(tmp_path, adata):
     return path
 
 
+@pytest.mark.slow
 def test_run_end_to_end_and_resume_one_stage(tmp_path, capsys):
     path = _config(tmp_path, make_adata(120, 50, expressed=20, seed=4))
     assert main(["run", str(path), "--quiet"]) == 0
@@ -68,3 +77,109 @@ def test_run_fails_early_on_a_missing_label(tmp_path):
     config.data = [str(tmp_path / "missing.h5ad")]
     with pytest.raises(FileNotFoundError, match="missing.h5ad: file not found"):
         run_pipeline(config, progress=False)
+
+
+def _two_slides(tmp_path):
+    """Two files that reuse the same barcodes; labels follow the counts layer, X holds noise."""
+
+    rng = np.random.default_rng(0)
+    for f, name in enumerate(("a", "b")):
+        adata = make_adata(90, 60, expressed=25, seed=10 + f)
+        types = np.array(["T", "B", "NK"])[np.arange(90) % 3]
+        counts = adata.X.toarray()
+        for k, t in enumerate(["T", "B", "NK"]):  # each type expresses its own block of genes strongly
+            counts[np.ix_(types == t, np.arange(20 * k, 20 * k + 5))] += 30
+        adata.layers["counts"] = sp.csr_matrix(counts)
+        adata.X = sp.csr_matrix(rng.poisson(3, counts.shape).astype(np.float32))  # not what the model reads
+        adata.obs["cell_type"] = types
+        adata.obs["donor"] = [f"{name}{i % 3}" for i in range(90)]
+        adata.obs_names = [f"cell{i}" for i in range(90)]  # the same barcodes in both files
+        ad.AnnData(adata.X, obs=adata.obs, var=adata.var, layers=adata.layers, obsm=adata.obsm).write_h5ad(
+            tmp_path / f"{name}.h5ad"
+        )
+
+
+def _independent_baseline(tmp_path, out):
+    """Logistic regression on log1p(CP10k) of the counts layer, vocabulary genes, the run's own split."""
+
+    adata = ad.concat({n: ad.read_h5ad(tmp_path / f"{n}.h5ad") for n in ("a", "b")}, label="file", index_unique=":")
+    names = zip(adata.obs["file"], adata.obs_names, strict=True)
+    adata.obs_names = [f"{f}:{name.rsplit(':', 1)[0]}" for f, name in names]
+    counts = adata.layers["counts"].toarray()
+    vocab = json.loads((out / "vocab.json").read_text())
+    genes = [i for i, g in enumerate(adata.var_names) if g in vocab]
+    x = np.log1p(counts[:, genes] / counts.sum(1, keepdims=True) * 1e4)
+    labeled = load_from_disk(str(out / "classify" / "cells_labeled.dataset"))
+    held = set(load_from_disk(str(out / "classify" / "eval.dataset"))["cell_id"])
+    row = {c: i for i, c in enumerate(adata.obs_names)}
+    train = [(row[c], y) for c, y in zip(labeled["cell_id"], labeled["label"], strict=True) if c not in held]
+    test = [(row[c], y) for c, y in zip(labeled["cell_id"], labeled["label"], strict=True) if c in held]
+    model = LogisticRegression(max_iter=2000).fit(x[[r for r, _ in train]], [y for _, y in train])
+    return f1_score([y for _, y in test], model.predict(x[[r for r, _ in test]]), average="macro")
+
+
+@pytest.mark.slow
+def test_run_on_two_slides_sharing_barcodes_split_by_donor_and_retrained_when_settings_change(tmp_path, monkeypatch):
+
+    _two_slides(tmp_path)
+    path = _config(tmp_path, make_adata(3, 5))
+    config = yaml.safe_load(path.read_text())
+    config["data"] = ["a.h5ad", "b.h5ad"]
+    config["medians"] = {"method": "exact", "layer": "counts"}
+    config["tokenize"] = {"max_length": 64, "layer": "counts"}
+    config["classify"]["split_column"] = "donor"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path), "--quiet"]) == 0
+    out = tmp_path / "out"
+    summary = (out / "report" / "summary.md").read_text()
+    evaluation = load_from_disk(str(out / "classify" / "eval.dataset"))
+    held = sorted(set(evaluation["donor"]))
+    assert f"every cell of {len(held)} of the 6 `donor` groups ({', '.join(held)})" in summary
+    assert "stratified" not in summary
+    reported = json.loads((out / "report" / "metrics.json").read_text())["logistic_regression_macro_f1"]
+    assert reported == pytest.approx(_independent_baseline(tmp_path, out), abs=1e-9)
+
+    # New pretraining settings: a new model of the new shape, trained for real steps.
+    config["pretrain"]["hidden_size"] = 48
+    path.write_text(yaml.safe_dump(config))
+    log = run_pipeline(load_run_config(path), progress=False)
+    assert log["pretrain"] != "skipped"
+    model = out / "pretrain" / "pretrain" / "model"
+    assert AutoConfig.from_pretrained(model).hidden_size == 48
+    history = json.loads((out / "pretrain" / "pretrain" / "logging" / "summary.json").read_text())
+    assert history["global_step"] > 0
+
+    # Another change whose pretraining fails: the finished model stays as it was.
+    config["pretrain"]["hidden_size"] = 64
+    path.write_text(yaml.safe_dump(config))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stformer.pretrain, "pretrain", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(load_run_config(path), stages=("pretrain",), progress=False)
+    assert AutoConfig.from_pretrained(model).hidden_size == 48
+
+
+def test_every_section_is_checked_before_any_stage(tmp_path):
+    path = _config(tmp_path, make_adata(30, 20, expressed=8))
+    base = yaml.safe_load(path.read_text())
+    cases = [
+        ("classify", {"test_sizes": 0.3}, "section 'classify': unknown option 'test_sizes' .*did you mean 'test_size'"),
+        ("embed", {"layers": -1}, "section 'embed': unknown option 'layers' .*did you mean 'layer'"),
+        ("tokenize", {"max_lenght": 5}, "section 'tokenize': unknown option 'max_lenght' .*did you mean 'max_length'"),
+        ("pretrain", {"epoch": 1}, "section 'pretrain': unknown option 'epoch' .*did you mean 'epochs'"),
+        (
+            "classify",
+            {"split_column": "donor"},
+            "obs column .donor. .a column the classify section uses. not found",
+        ),
+        ("classify", {"training_args": {"logging_dir": "x"}}, "'logging_dir' is not an option .*log_history.json"),
+    ]
+    for section, values, match in cases:
+        config = {**base, section: {**base[section], **values}}
+        path.write_text(yaml.safe_dump(config))
+        with pytest.raises(ValueError, match=match):
+            run_pipeline(load_run_config(path), progress=False)
+        assert not (tmp_path / "out" / "medians.json").exists()

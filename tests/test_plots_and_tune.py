@@ -48,6 +48,7 @@ def test_prediction_plot(tmp_path, captured):
     np.testing.assert_allclose(ax.get_images()[0].get_array(), [[2 / 3, 1 / 3], [0, 1]])
 
 
+@pytest.mark.slow
 def test_ray_tune_two_trials(pretrained, tmp_path):
     from test_classifier import FAST, _separable_cells
 

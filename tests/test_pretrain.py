@@ -209,6 +209,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes(token_dataset, tmp_path):
     cmd = [
         sys.executable,

@@ -4,11 +4,13 @@ import re
 from pathlib import Path
 
 import anndata as ad
+import pytest
 from synthetic import make_adata
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow
 def test_readme_python_examples_run(tmp_path, monkeypatch):
     for i, name in enumerate(["slide1.h5ad", "slide2.h5ad"]):
         adata = make_adata(60, 40, expressed=12, n_samples=2, seed=i)

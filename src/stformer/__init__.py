@@ -23,6 +23,7 @@ _EXPORTS = {
     "rename_cols": ".classify",
     "subsample_by_class": ".classify",
     "DataCollatorForMaskedGenes": ".pretrain",
+    "InputError": "._errors",
     "InputOptions": ".tokenize._common",
     "PretrainConfig": ".pretrain",
     "STFormerPreCollator": ".pretrain",

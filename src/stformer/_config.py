@@ -36,16 +36,20 @@ def load_config_file(path: str | Path) -> dict:
     return data
 
 
-def build_config(cls: type[T], values: Mapping[str, Any], *, source: str = "options") -> T:
-    """Instantiate dataclass ``cls`` from ``values``; unknown keys get a did-you-mean error."""
-    names = [f.name for f in dataclasses.fields(cls)]
+def check_keys(values: Mapping[str, Any], names: list[str], *, source: str, what: str) -> None:
+    """Fail on the first key of ``values`` not in ``names``, naming the closest valid one."""
     unknown = [k for k in values if k not in names]
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(key, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {names}"
-        msg = f"{source}: unknown option {key!r} for {cls.__name__}{hint}"
+        close = difflib.get_close_matches(str(key), names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {sorted(names)}"
+        msg = f"{source}: unknown option {key!r} for {what}{hint}"
         raise InputError(msg)
+
+
+def build_config(cls: type[T], values: Mapping[str, Any], *, source: str = "options") -> T:
+    """Instantiate dataclass ``cls`` from ``values``; unknown keys get a did-you-mean error."""
+    check_keys(values, [f.name for f in dataclasses.fields(cls)], source=source, what=cls.__name__)
     return cls(**values)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from ._config import add_dataclass_options, config_from_cli, load_config_file
+from ._config import add_dataclass_options, check_keys, config_from_cli, load_config_file
 from ._errors import InputError
 from ._files import write_json
 from .pipeline import STAGES
@@ -107,6 +108,8 @@ def _classifier(args: argparse.Namespace):
     if "metadata_column" not in options:
         msg = "give --metadata-column (or metadata_column in --config)"
         raise InputError(msg)
+    names = list(inspect.signature(GenericClassifier).parameters)
+    check_keys(options, names, source=str(args.config or "command line"), what="GenericClassifier")
     return GenericClassifier(**options)
 
 
@@ -130,10 +133,13 @@ def _classify(args: argparse.Namespace) -> None:
             eval_dataset=args.eval_data,
             n_trials=args.n_trials,
             test_size=args.test_size,
+            overwrite=args.overwrite,
         )
         print((Path(args.out) / "eval_metrics.json").read_text())
     elif args.action == "evaluate":
-        metrics = classifier.evaluate(str(args.model), str(args.data), str(args.labels), str(args.out))
+        metrics = classifier.evaluate(
+            str(args.model), str(args.data), str(args.labels), str(args.out), overwrite=args.overwrite
+        )
         print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1")}, indent=1))
     else:
         predicted = predict_from_checkpoint(str(args.model), str(args.data), classifier.classifier_type)
@@ -235,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", type=Path, help="train: separate evaluation dataset")
     p.add_argument("--test-size", type=float, default=0.2)
     p.add_argument("--n-trials", type=int, default=0, help="train: Ray Tune trials (needs ray_config)")
+    p.add_argument("--overwrite", action="store_true", help="train/evaluate: replace existing outputs")
     p.set_defaults(func=_classify)
 
     p = sub.add_parser("embed", help="cell (and gene) embeddings from a saved model")

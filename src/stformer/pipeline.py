@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._config import build_config, load_config_file
+from ._config import build_config, check_keys, load_config_file
 from ._errors import InputError, InputKeyError
-from ._files import write_json
+from ._files import atomic_path, write_json
 
 STAGES = ("medians", "vocab", "tokenize", "pretrain", "classify", "embed", "report")
+EMBED_OPTIONS = ["layer", "batch_size", "genes"]  # keys of the embed section (embed() options)
 
 
 @dataclass
@@ -46,18 +49,61 @@ def load_run_config(path: str | Path) -> RunConfig:
     return config
 
 
+def _classifier_options(config: RunConfig) -> tuple[dict, float]:
+    """The classify section as ``GenericClassifier`` options and the held-out share ``test_size``."""
+    options = dict(config.classify)
+    return options, options.pop("test_size", 0.2)
+
+
+def carried_columns(config: RunConfig) -> list[str]:
+    """``obs`` columns that later stages read from the token dataset: the label, the split groups, the filters."""
+    options, _ = _classifier_options(config)
+    columns = [config.label_column, options.get("split_column"), *(options.get("filter_data") or {})]
+    return list(dict.fromkeys(c for c in columns if c))
+
+
+def check_config(config: RunConfig) -> None:
+    """Check every section's options (names and values) before any stage runs."""
+    import inspect
+
+    from .classify import GenericClassifier
+    from .pretrain import PretrainConfig
+    from .tokenize import TokenizerConfig
+    from .tokenize._common import InputOptions
+
+    medians = {k: v for k, v in config.medians.items() if k != "method"}
+    build_config(InputOptions, medians, source="run config, section 'medians'")
+    if config.medians.get("method", "tdigest") not in ("tdigest", "exact"):
+        msg = f"run config, section 'medians': method must be 'tdigest' or 'exact', got {config.medians['method']!r}"
+        raise InputError(msg)
+    build_config(TokenizerConfig, config.tokenize, source="run config, section 'tokenize'").validate()
+    build_config(PretrainConfig, config.pretrain, source="run config, section 'pretrain'")
+    options, test_size = _classifier_options(config)
+    names = [n for n in inspect.signature(GenericClassifier).parameters if n != "metadata_column"]
+    check_keys(options, [*names, "test_size"], source="run config, section 'classify'", what="GenericClassifier")
+    if not 0 < test_size < 1:
+        msg = f"run config, section 'classify': test_size must lie in (0, 1), got {test_size}"
+        raise InputError(msg)
+    GenericClassifier(config.label_column, **options)
+    check_keys(config.embed, EMBED_OPTIONS, source="run config, section 'embed'", what="embed")
+
+
 def check_inputs(config: RunConfig) -> None:
-    """Fail before any long work: missing files, a missing label column, unknown gene ids."""
+    """Fail before any long work: bad options, missing files or columns, unknown gene ids."""
     from .tokenize._common import InputOptions, gene_ids_of
     from .tokenize._sources import find_data_files, open_source
 
+    check_config(config)
     reading = {k: v for k, v in config.medians.items() if k != "method"}
     options = build_config(InputOptions, reading, source="medians section")
+    columns = carried_columns(config)
     for path in find_data_files(config.data):
         with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
-            if src.obs_column(config.label_column) is None:
-                msg = f"{path}: obs column {config.label_column!r} (label_column) not found"
-                raise InputKeyError(msg)
+            for column in columns:
+                if src.obs_column(column) is None:
+                    role = "label_column" if column == config.label_column else "a column the classify section uses"
+                    msg = f"{path}: obs column {column!r} ({role}) not found"
+                    raise InputKeyError(msg)
             if not (gene_ids_of(src, options) != "").any():
                 msg = (
                     f"{path}: none of its gene identifiers (like {list(src.raw_gene_ids[:3])}) is known to "
@@ -76,39 +122,43 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         "vocab": out / "vocab.json",
         "tokenize": out / "tokens",
         "pretrain": out / "pretrain" / config.pretrain.get("run_name", "pretrain") / "model",
-        "classify": out / "classify" / "model",
+        "classify": out / "classify",
+        "labeled": out / "classify" / "cells_labeled.dataset",
+        "eval": out / "classify" / "eval.dataset",
         "embed": out / "cell_embeddings.npz",
         "report": out / "report" / "summary.md",
     }
-    actions: dict[str, Callable[[], None]] = {
-        "medians": lambda: _medians(config, paths),
-        "vocab": lambda: _vocab(paths),
-        "tokenize": lambda: _tokenize(config, paths, progress),
-        "pretrain": lambda: _pretrain(config, out),
-        "classify": lambda: _classify(config, paths, out),
-        "embed": lambda: _embed(config, paths, out, progress),
-        "report": lambda: _report(config, paths, out),
-    }
     stamps = out / ".stages"
     stamps.mkdir(exist_ok=True)
-    upstream, log = "", {}
+    upstream, fingerprints = "", {}
     for stage in STAGES:
         section = getattr(config, stage, {}) if stage not in ("vocab", "report") else {}
         if stage == "classify":
             section = {**section, "label_column": config.label_column}
-        fingerprint = hashlib.sha256(
+        upstream = fingerprints[stage] = hashlib.sha256(
             json.dumps([upstream, config.data, section], sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
-        upstream = fingerprint
+    actions: dict[str, Callable[[], None]] = {
+        "medians": lambda: _medians(config, paths),
+        "vocab": lambda: _vocab(paths),
+        "tokenize": lambda: _tokenize(config, paths, progress),
+        "pretrain": lambda: _pretrain(config, paths, fingerprints["pretrain"]),
+        "classify": lambda: _classify(config, paths),
+        "embed": lambda: _embed(config, paths, progress),
+        "report": lambda: _report(config, paths, out),
+    }
+    outputs = {**paths, "classify": paths["classify"] / "model"}
+    log = {}
+    for stage in STAGES:
         stamp = stamps / f"{stage}.json"
-        done = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint
-        if stage not in stages or (done and paths[stage].exists()):
+        done = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprints[stage]
+        if stage not in stages or (done and outputs[stage].exists()):
             log[stage] = "skipped"
             continue
         start = time.perf_counter()
         actions[stage]()
         log[stage] = round(time.perf_counter() - start, 1)
-        write_json({"fingerprint": fingerprint, "seconds": log[stage]}, stamp, overwrite=True)
+        write_json({"fingerprint": fingerprints[stage], "seconds": log[stage]}, stamp, overwrite=True)
         print(f"[stformer run] {stage}: {log[stage]} s", flush=True)
     return log
 
@@ -135,35 +185,48 @@ def _tokenize(config: RunConfig, paths: dict, progress: bool) -> None:
 
     options = dict(config.tokenize)
     columns = dict(options.pop("metadata_columns", None) or {})
-    columns[config.label_column] = config.label_column
+    columns.update({c: c for c in carried_columns(config)})
     settings = build_config(TokenizerConfig, {**options, "metadata_columns": columns})
     tokenize_data(
         config.data, paths["tokenize"], paths["medians"], paths["vocab"], settings, overwrite=True, progress=progress
     )
 
 
-def _pretrain(config: RunConfig, out: Path) -> None:
+def _pretrain(config: RunConfig, paths: dict, fingerprint: str) -> None:
+    """Pretrain in a folder of this fingerprint's own; replace the previous model only when done.
+
+    An interrupted run with the same settings and inputs continues from its last checkpoint; a
+    run whose settings or tokens changed starts clean (the old model stays until the new one is
+    complete).
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     from .pretrain import PretrainConfig, pretrain
 
     settings = build_config(PretrainConfig, config.pretrain)
-    training = out / "pretrain" / settings.run_name / "training"
+    root = paths["pretrain"].parent.parent  # output_dir/pretrain
+    work = root / f".work-{fingerprint}"
+    for stale in root.glob(".work-*"):
+        if stale != work:
+            shutil.rmtree(stale)
+    training = work / settings.run_name / "training"
     interrupted = training.is_dir() and get_last_checkpoint(str(training)) is not None
-    pretrain(out / "tokens", out / "pretrain", settings, resume=interrupted)
+    pretrain(paths["tokenize"], work, settings, resume=interrupted)
+    with atomic_path(root / settings.run_name, overwrite=True) as target:
+        os.replace(work / settings.run_name, target)
+    shutil.rmtree(work)
 
 
-def _classify(config: RunConfig, paths: dict, out: Path) -> None:
+def _classify(config: RunConfig, paths: dict) -> None:
     from .classify import GenericClassifier
 
-    options = dict(config.classify)
-    test_size = options.pop("test_size", 0.2)
+    options, test_size = _classifier_options(config)
     classifier = GenericClassifier(config.label_column, **options)
-    data, _ = classifier.prepare_data(str(paths["tokenize"]), str(out / "classify"), "cells")
-    classifier.train(str(paths["pretrain"]), data, str(out / "classify"), test_size=test_size)
+    data, _ = classifier.prepare_data(str(paths["tokenize"]), str(paths["classify"]), "cells")
+    classifier.train(str(paths["pretrain"]), data, str(paths["classify"]), test_size=test_size, overwrite=True)
 
 
-def _embed(config: RunConfig, paths: dict, out: Path, progress: bool) -> None:
+def _embed(config: RunConfig, paths: dict, progress: bool) -> None:
     from .embed import embed, write_embeddings
 
     result = embed(paths["pretrain"], paths["tokenize"], progress=progress, **config.embed)

@@ -6,36 +6,118 @@ import json
 import platform
 import shutil
 import warnings
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 
+from ._cells import cell_ids
+from ._config import build_config
+from ._constants import CELL_ID, TARGET_SUM
+from ._errors import InputError
 from ._files import write_json
+from .tokenize._common import InputOptions
+from .vocab import load_token_dictionary
 
 PACKAGES = ("stformer", "torch", "transformers", "datasets", "anndata", "numpy", "scikit-learn")
 
 
-def logistic_baseline(data: list[str], label_column: str, train_ids: list[str], test_ids: list[str]) -> float:
-    """Macro-F1 of logistic regression on log1p(CP10k) expression of the same train/test cells."""
-    import anndata as ad
+BASELINE_MAX_TRAIN = 50_000  # training cells of the logistic-regression baseline (stratified subsample)
+BASELINE_CHUNK = 50_000  # held-out cells read and predicted at once
+
+
+def expression_of(
+    data: Sequence[str | Path], options: InputOptions, vocab: Mapping[str, int], ids: np.ndarray
+) -> sp.csr_matrix:
+    """log1p(CP10k) expression (cells, vocabulary) of the cells ``ids`` (unique cell ids), in that order.
+
+    Read as the tokenizer reads them: the same matrix (``options.layer``), gene identifiers,
+    mapping, duplicate rule and cell totals; the columns are the vocabulary's genes. Only the
+    rows asked for are read, and the result stays sparse.
+    """
+    from .tokenize._common import chunk_totals, gene_ids_of, stored_totals
+    from .tokenize._sources import ColumnMap, find_data_files, open_source
+    from .tokenize.ranking import scale_rows
+
+    found = np.full(len(ids), -1)
+    parts, where = [], []
+    for path in find_data_files(data):
+        with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
+            rows = pd.Index(cell_ids(path, src.obs_names())).get_indexer(ids)  # (ids,) row in this file or -1
+            wanted = np.flatnonzero(rows >= 0)
+            if len(wanted) == 0:
+                continue
+            wanted = wanted[np.argsort(rows[wanted])]
+            counts = src.take_rows(rows[wanted])  # (wanted, file genes), rows ascending
+            gene_ids = gene_ids_of(src, options)
+            known = {g: vocab[g] for g in gene_ids if g in vocab}
+            columns = ColumnMap.build(gene_ids, known, len(vocab), duplicates=options.duplicate_genes)
+            totals = chunk_totals(stored_totals(src, options), counts, rows[wanted])
+            scaled = scale_rows(columns.apply(counts)[0], TARGET_SUM / np.maximum(totals, 1))
+            scaled.data = np.log1p(scaled.data)
+            parts.append(scaled)
+            where.append(wanted)
+            found[wanted] = 1
+    if (found < 0).any():
+        missing = ids[found < 0][:3].tolist()
+        msg = f"cells {missing} are in the token dataset but in none of the input files {list(map(str, data))}"
+        raise InputError(msg)
+    matrix = sp.vstack(parts).tocsr()
+    order = np.empty(len(ids), dtype=np.int64)
+    order[np.concatenate(where)] = np.arange(len(ids))
+    return matrix[order]
+
+
+def stratified_subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of about ``n`` of ``labels``, each class in proportion (at least one cell each)."""
+    if len(labels) <= n:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(members, max(1, round(len(members) * n / len(labels))), replace=False)
+        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
+def logistic_baseline(
+    data: Sequence[str | Path],
+    options: InputOptions,
+    vocab: Mapping[str, int],
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    max_train: int = BASELINE_MAX_TRAIN,
+) -> dict:
+    """Macro-F1 of logistic regression on log1p(CP10k) expression, trained and tested on the given cells.
+
+    ``train`` and ``test`` are ``(cell ids, labels)``. At most ``max_train`` training cells are
+    used (a stratified subsample); held-out cells are predicted in chunks. Returns
+    ``{"macro_f1", "n_train", "n_train_available", "n_test"}``.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
-    from .tokenize._sources import find_data_files
-
-    files = find_data_files(data)
-    parts = [ad.read_loom(f) if f.suffix == ".loom" else ad.read_h5ad(f) for f in files]
-    adata = parts[0] if len(parts) == 1 else ad.concat(parts, join="inner")
-    index = {c: i for i, c in enumerate(adata.obs_names.astype(str))}
-    train = [index[c] for c in train_ids if c in index]
-    test = [index[c] for c in test_ids if c in index]
-    x = adata.X[train + test]
-    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-    x = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4)
-    labels = adata.obs[label_column].astype(str).to_numpy()[train + test]
-    model = LogisticRegression(max_iter=2000).fit(x[: len(train)], labels[: len(train)])
-    return float(f1_score(labels[len(train) :], model.predict(x[len(train) :]), average="macro"))
+    train_ids, train_labels = train
+    chosen = stratified_subsample(np.asarray(train_labels), max_train)
+    x = expression_of(data, options, vocab, np.asarray(train_ids)[chosen])
+    model = LogisticRegression(max_iter=2000).fit(x, np.asarray(train_labels)[chosen])
+    test_ids, test_labels = np.asarray(test[0]), np.asarray(test[1])
+    predicted = np.concatenate(
+        [
+            model.predict(expression_of(data, options, vocab, test_ids[lo : lo + BASELINE_CHUNK]))
+            for lo in range(0, len(test_ids), BASELINE_CHUNK)
+        ]
+    )
+    return {
+        "macro_f1": float(f1_score(test_labels, predicted, average="macro")),
+        "n_train": len(chosen),
+        "n_train_available": len(train_ids),
+        "n_test": len(test_ids),
+    }
 
 
 def _versions() -> dict[str, str]:
@@ -97,21 +179,55 @@ def _curves(out: Path, path: Path) -> None:
     plt.close(fig)
 
 
+def describe_split(labeled, evaluation, label_column: str, split_column: str | None) -> str:
+    """How the held-out cells were chosen, in words for the summary."""
+    if split_column is None:
+        return f"{len(evaluation)} held out, stratified by `{label_column}`"
+    held = sorted(set(map(str, evaluation[split_column])))
+    every = set(map(str, labeled[split_column]))
+    shown = ", ".join(held[:10]) + (", ..." if len(held) > 10 else "")
+    return (
+        f"{len(evaluation)} held out: every cell of {len(held)} of the {len(every)} `{split_column}` groups "
+        f"({shown}); the other {len(every) - len(held)} groups trained on"
+    )
+
+
 def write_report(config, out: Path, paths: dict) -> Path:
-    """Write ``out/report``: metrics.json, confusion_matrix.png, umap.png, training_curves.png, summary.md."""
+    """Write ``out/report``: metrics.json, confusion_matrix.png, umap.png, training_curves.png, summary.md.
+
+    ``paths`` names the stages' outputs: ``labeled`` (the classifier's labeled dataset), ``eval``
+    (its held-out part), ``vocab``, ``embed``, ``tokenize``, ``classify`` (its folder).
+    """
     from datasets import load_from_disk
+
+    from .tokenize import TokenizerConfig
 
     report = out / "report"
     report.mkdir(exist_ok=True)
-    metrics = json.loads((out / "classify" / "eval_metrics.json").read_text())
-    evaluation = load_from_disk(str(out / "classify" / "eval.dataset"))
-    labeled = load_from_disk(str(out / "classify" / "cells_labeled.dataset"))
-    test_ids = list(evaluation["cell_id"])
-    held_out = set(test_ids)
-    train_ids = [c for c in labeled["cell_id"] if c not in held_out]
-    baseline = logistic_baseline(config.data, config.label_column, train_ids, test_ids)
-    write_json({**metrics, "logistic_regression_macro_f1": baseline}, report / "metrics.json", overwrite=True)
-    shutil.copy(out / "classify" / "eval_confusion_matrix.png", report / "confusion_matrix.png")
+    metrics = json.loads((paths["classify"] / "eval_metrics.json").read_text())
+    evaluation = load_from_disk(str(paths["eval"]))
+    labeled = load_from_disk(str(paths["labeled"]))
+    held_out = np.isin(np.asarray(labeled[CELL_ID]), np.asarray(evaluation[CELL_ID]))
+    labels = np.asarray(labeled["label"])
+    baseline = logistic_baseline(
+        config.data,
+        build_config(TokenizerConfig, config.tokenize),
+        load_token_dictionary(paths["vocab"]),
+        (np.asarray(labeled[CELL_ID])[~held_out], labels[~held_out]),
+        (np.asarray(labeled[CELL_ID])[held_out], labels[held_out]),
+    )
+    split = describe_split(labeled, evaluation, config.label_column, config.classify.get("split_column"))
+    write_json(
+        {
+            **metrics,
+            "logistic_regression_macro_f1": baseline["macro_f1"],
+            "logistic_regression": baseline,
+            "split": split,
+        },
+        report / "metrics.json",
+        overwrite=True,
+    )
+    shutil.copy(paths["classify"] / "eval_confusion_matrix.png", report / "confusion_matrix.png")
     embeddings = np.load(paths["embed"])
     tokens = load_from_disk(str(paths["tokenize"]))
     method = _embedding_plot(
@@ -122,16 +238,20 @@ def write_report(config, out: Path, paths: dict) -> Path:
 
     stamps = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / ".stages").glob("*.json")}
     seconds = {stage: stamps[stage] for stage in STAGES if stage in stamps}
+    subsample = (
+        f" (a stratified subsample of {baseline['n_train']:,} of the {baseline['n_train_available']:,} training cells)"
+        if baseline["n_train"] < baseline["n_train_available"]
+        else ""
+    )
     lines = [
         "# stformer run",
         "",
-        f"Inputs: {', '.join(config.data)}; label `{config.label_column}`; {len(labeled)} labeled cells, "
-        f"{len(test_ids)} held out (stratified).",
+        f"Inputs: {', '.join(config.data)}; label `{config.label_column}`; {len(labeled)} labeled cells, {split}.",
         "",
         "| model | macro-F1 | accuracy |",
         "|---|---|---|",
         f"| stformer (fine-tuned) | {metrics['macro_f1']:.3f} | {metrics['accuracy']:.3f} |",
-        f"| logistic regression on log1p(CP10k), same split | {baseline:.3f} | |",
+        f"| logistic regression on log1p(CP10k), same split{subsample} | {baseline['macro_f1']:.3f} | |",
         "",
         f"Plots: `confusion_matrix.png`, `umap.png` ({method} of the cell embeddings), `training_curves.png`.",
         "",

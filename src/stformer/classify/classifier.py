@@ -37,9 +37,10 @@ from .metrics import (
 )
 from .model import POOLINGS, BertForCellClassification, CellStatisticsCallback
 from .plots import plot_confusion_matrix, plot_predictions
+from .training_args import translate_training_args
 
 CLASSIFIER_TYPES = ("sequence", "token")
-MODEL_DIR, EVAL_DATASET, PREDICTIONS = "model", "eval.dataset", "predictions.pkl"
+MODEL_DIR, EVAL_DATASET, PREDICTIONS, METRICS = "model", "eval.dataset", "predictions.pkl", "eval_metrics.json"
 
 
 def read_id_class_dict(path: str | Path) -> dict[int, str]:
@@ -150,7 +151,7 @@ class GenericClassifier:
         self.rare_threshold = rare_threshold
         self.max_examples = max_examples
         self.max_examples_per_class = max_examples_per_class
-        self.training_args = dict(training_args or {})
+        self.training_args = translate_training_args(training_args)
         self.ray_config = ray_config
         self.freeze_layers = freeze_layers
         self.forward_batch_size = forward_batch_size
@@ -241,6 +242,8 @@ class GenericClassifier:
         n_trials: int = 0,
         test_size: float = 0.2,
         tokenizer_name_or_path: str | None = None,
+        *,
+        overwrite: bool = False,
     ):
         """Fine-tune ``model_checkpoint`` on a dataset from :meth:`prepare_data`; return the ``Trainer``.
 
@@ -250,8 +253,10 @@ class GenericClassifier:
         ``eval.dataset``, ``predictions.pkl``, ``eval_metrics.json`` and the confusion matrix.
         ``n_trials > 0`` runs a Ray Tune search over ``ray_config`` (see :meth:`_ray_tune`); the
         best trial's model is the result (the returned Trainer holds it, untrained further).
+        A model already in ``output_directory`` is an error unless ``overwrite``.
         """
         out = Path(output_directory)
+        _refuse_existing(out / MODEL_DIR, overwrite)
         out.mkdir(parents=True, exist_ok=True)
         data = load_from_disk(str(dataset_path))
         id_class = self._id_class(dataset_path, data)
@@ -413,7 +418,7 @@ class GenericClassifier:
             overwrite=True,
         )
         metrics = full_metrics(kept, predicted, id_class)
-        write_json(metrics, out / "eval_metrics.json", overwrite=True)
+        write_json(metrics, out / METRICS, overwrite=True)
         self.plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), str(out), "eval", metrics["class_order"])
         return metrics
 
@@ -425,8 +430,14 @@ class GenericClassifier:
         id_class_dict_file: str,
         output_directory: str,
         tokenizer_name_or_path: str | None = None,
+        *,
+        overwrite: bool = False,
     ) -> dict:
-        """Evaluate a trained model; write and return metrics (accuracy, macro-F1, per class, confusion)."""
+        """Evaluate a trained model; write and return metrics (accuracy, macro-F1, per class, confusion).
+
+        Metrics already in ``output_directory`` are an error unless ``overwrite``.
+        """
+        _refuse_existing(Path(output_directory) / METRICS, overwrite)
         id_class = read_id_class_dict(id_class_dict_file)
         data = load_from_disk(str(eval_dataset_path))
         column = "label" if self.classifier_type == "sequence" else "labels"
@@ -469,6 +480,12 @@ class GenericClassifier:
     ) -> None:
         """Per true class, the share of each predicted class: ``{output_prefix}_predictions.png``."""
         plot_predictions(predictions_file, id_class_dict_file, title, output_directory, output_prefix, class_order)
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        msg = f"{path} already exists; choose another output folder or pass overwrite=True (--overwrite)"
+        raise FileExistsError(msg)
 
 
 def classification_collator(tokenizer, classifier_type: str):
