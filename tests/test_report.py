@@ -1,0 +1,34 @@
+import numpy as np
+import scipy.sparse as sp
+from synthetic import make_adata
+
+from stformer.report import expression_of, logistic_baseline, stratified_subsample
+from stformer.tokenize._common import InputOptions
+
+
+def test_stratified_subsample_keeps_class_proportions():
+    labels = np.repeat(["a", "b", "c"], [600, 300, 100])
+    chosen = stratified_subsample(labels, 100)
+    assert np.all(np.diff(chosen) > 0)
+    assert [int((labels[chosen] == c).sum()) for c in "abc"] == [60, 30, 10]
+    assert stratified_subsample(labels[:50], 100).tolist() == list(range(50))
+
+
+def test_baseline_reads_only_the_asked_cells_of_the_chosen_layer(tmp_path):
+    adata = make_adata(40, 30, expressed=12, seed=3)
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = sp.csr_matrix(np.ones(adata.shape, dtype=np.float32))
+    adata.write_h5ad(tmp_path / "s.h5ad")
+    vocab = {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(adata.var_names[:20])}}
+    ids = np.array(["s:cell7", "s:cell2", "s:cell30"])
+    x = expression_of([tmp_path / "s.h5ad"], InputOptions(layer="counts"), vocab, ids).toarray()
+    counts = adata.layers["counts"].toarray()
+    expected = np.log1p(counts[[7, 2, 30], :20] / counts[[7, 2, 30]].sum(1, keepdims=True) * 1e4)
+    np.testing.assert_allclose(x[:, 2:], expected, rtol=1e-6)
+    assert not x[:, :2].any()  # special tokens have no expression
+    labels = np.arange(40) % 2
+    train = (np.array([f"s:cell{i}" for i in range(30)]), labels[:30])
+    test = (np.array([f"s:cell{i}" for i in range(30, 40)]), labels[30:])
+    result = logistic_baseline([tmp_path / "s.h5ad"], InputOptions(layer="counts"), vocab, train, test, max_train=10)
+    assert (result["n_train"], result["n_train_available"], result["n_test"]) == (10, 30, 10)
+    assert 0 <= result["macro_f1"] <= 1
