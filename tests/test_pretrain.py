@@ -162,7 +162,11 @@ def test_masked_only_head_matches_bert_for_masked_lm(monkeypatch, bf16):
 
 
 def test_pretrain_end_to_end(token_dataset, tmp_path):
+    stale = tmp_path / "pretrain" / "training" / "train_lengths.pkl"  # left by a run on other data
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(pickle.dumps([5, 6, 7]))
     summary = pretrain(token_dataset, tmp_path, epochs=6, eval_fraction=0.2, learning_rate=3e-3, **FAST)
+    assert len(pickle.loads(stale.read_bytes())) == 128  # written for this run's training cells
     model_dir = tmp_path / "pretrain" / "model"
     assert summary["n_train"] == 128 and summary["n_eval"] == 32
     history = json.loads((tmp_path / "pretrain" / "logging" / "log_history.json").read_text())

@@ -174,9 +174,8 @@ def _split(dataset, lengths: list[int], config: PretrainConfig, dirs: dict):
         raise InputError(msg)
     order = np.random.default_rng(config.seed).permutation(n)
     eval_idx, train_idx = np.sort(order[:n_eval]), np.sort(order[n_eval:])
-    path = dirs["training"] / "train_lengths.pkl"
-    if not path.exists():
-        write_pickle([lengths[i] for i in train_idx], path)
+    path = dirs["training"] / "train_lengths.pkl"  # written anew: a resumed run gets the same (seeded) split
+    write_pickle([lengths[i] for i in train_idx], path, overwrite=True)
     return dataset.select(train_idx), dataset.select(eval_idx), path
 
 
