@@ -38,9 +38,9 @@ def cell_ids(path: str | Path, obs_names: Sequence[str]) -> np.ndarray:
     >>> cell_ids("slide1.h5ad", ["AAAC-1", "AAAG-1", "AAAC-1"]).tolist()
     ['slide1:AAAC-1', 'slide1:AAAG-1', 'slide1:AAAC-1-1']
     """
-    names = pd.Series(np.asarray(obs_names, dtype=str))
-    repeat = names.groupby(names).cumcount().to_numpy()
-    suffix = np.where(repeat > 0, "-" + repeat.astype(str), "")
+    names = pd.Series(np.asarray(obs_names, dtype=str), dtype=object)
+    repeat = names.groupby(names).cumcount()
+    suffix = ("-" + repeat.astype(str)).where(repeat > 0, "")
     return (file_key(path) + ":" + names + suffix).to_numpy().astype(str)
 
 

@@ -35,6 +35,12 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+# transformers 5.23 renamed gradient_checkpointing (kept as a deprecated alias until v6).
+CHECKPOINTING = next(
+    name for name in ("activation_checkpointing", "gradient_checkpointing") if hasattr(TrainingArguments, name)
+)
+
+
 def _training_arguments(config: PretrainConfig, dirs: dict, n_train: int, has_eval: bool):
     steps_per_epoch = math.ceil(n_train / (config.batch_size * config.gradient_accumulation_steps * _world_size()))
     total = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
@@ -55,7 +61,7 @@ def _training_arguments(config: PretrainConfig, dirs: dict, n_train: int, has_ev
         max_steps=config.max_steps,
         seed=config.seed,
         bf16=bf16_is_fast() if config.bf16 is None else config.bf16,
-        activation_checkpointing=config.gradient_checkpointing,
+        **{CHECKPOINTING: config.gradient_checkpointing},
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         eval_strategy="steps" if has_eval else "no",
         eval_steps=config.eval_steps,

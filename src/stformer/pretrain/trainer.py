@@ -144,7 +144,7 @@ class STFormerPretrainer(FastKernelsTrainer):
             self._mask_calls,
             self.args.process_index,
         ]
-        seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+        seed = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]) >> 1
         return torch.Generator(device=device).manual_seed(seed)
 
     def _masked(self, inputs: dict, training: bool) -> dict:
