@@ -437,6 +437,6 @@ def test_train_and_evaluate_keep_existing_outputs(pretrained, cells, tmp_path, c
     config.write_text(json.dumps({"pooling": "mean", "clas_weights": True}))
     args = ["classify", "prepare", "--data", str(cells), "--out", str(tmp_path), "--metadata-column", "cell_type"]
     assert main([*args, "--config", str(config)]) == 1
-    assert "clf.json: unknown option 'clas_weights' for GenericClassifier; did you mean 'class_weights'?" in (
+    assert "clf.json: unknown option 'clas_weights' for ClassifyConfig; did you mean 'class_weights'?" in (
         capsys.readouterr().err
     )

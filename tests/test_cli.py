@@ -27,7 +27,7 @@ def test_cli_pipeline_and_errors(tmp_path, capsys):
         "30",
         "--sample-column",
         "sample",
-        "--column",
+        "--metadata-columns",
         "cell_type=label",
         "--quiet",
     ]
@@ -52,7 +52,7 @@ def test_user_errors_print_one_line_and_bugs_show_their_traceback(tmp_path, caps
     def broken(*args, **kwargs):
         raise ValueError("an internal mistake")  # a plain ValueError is not a user error
 
-    monkeypatch.setattr("stformer.cli.compute_gene_medians", broken)
+    monkeypatch.setattr("stformer.tokenize.compute_gene_medians", broken)
     make_adata(10, 20, expressed=5).write_h5ad(tmp_path / "a.h5ad")
     assert main(["medians", str(tmp_path / "a.h5ad"), "--out", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err

@@ -4,7 +4,7 @@ import pytest
 import scipy.sparse as sp
 from synthetic import make_adata
 
-from stformer import InputOptions, compute_gene_medians
+from stformer import compute_gene_medians
 
 
 def _hand_medians(X, genes):
@@ -30,7 +30,7 @@ def test_files_pool_and_chunks_do_not_matter(tmp_path):
     pooled = compute_gene_medians(
         [tmp_path / "part1.h5ad", tmp_path / "part2.h5ad"],
         method="exact",
-        options=InputOptions(chunk_size=37),
+        chunk_size=37,
         progress=False,
     )
     expected = _hand_medians(adata.X.toarray(), adata.var_names)
@@ -67,7 +67,7 @@ def test_gene_mapping_and_duplicates_sum(tmp_path):
     got = compute_gene_medians(
         tmp_path / "a.h5ad",
         method="exact",
-        options=InputOptions(gene_mapping=mapping),
+        gene_mapping=mapping,
         progress=False,
     )
     # ENSG1 = sym1 + sym1b: cell0 2/4, cell1 3/4 -> 5000, 7500

@@ -12,6 +12,7 @@ from synthetic import make_adata
 from transformers import AutoConfig
 
 import stformer.pretrain
+from stformer import InputOptions
 from stformer.cli import main
 from stformer.pipeline import load_run_config, run_pipeline
 
@@ -68,10 +69,10 @@ def test_run_fails_early_on_a_missing_label(tmp_path):
         run_pipeline(config, progress=False)
     assert not (tmp_path / "out" / "medians.json").exists()
     config.label_column = "cell_type"
-    config.medians = {"gene_mapping": {"SOME_SYMBOL": "ENSG1"}}
+    config.input = InputOptions(gene_mapping={"SOME_SYMBOL": "ENSG1"})
     with pytest.raises(ValueError, match="none of its gene identifiers .* is known to the gene_mapping"):
         run_pipeline(config, progress=False)
-    config.medians = {"gene_id_column": "symbol"}
+    config.input = InputOptions(gene_id_column="symbol")
     with pytest.raises(KeyError, match="var column 'symbol' not found"):
         run_pipeline(config, progress=False)
     config.data = [str(tmp_path / "missing.h5ad")]
@@ -125,8 +126,7 @@ def test_run_on_two_slides_sharing_barcodes_split_by_donor_and_retrained_when_se
     path = _config(tmp_path, make_adata(3, 5))
     config = yaml.safe_load(path.read_text())
     config["data"] = ["a.h5ad", "b.h5ad"]
-    config["medians"] = {"method": "exact", "layer": "counts"}
-    config["tokenize"] = {"max_length": 64, "layer": "counts"}
+    config["input"] = {"layer": "counts"}
     config["classify"]["split_column"] = "donor"
     path.write_text(yaml.safe_dump(config))
     assert main(["run", str(path), "--quiet"]) == 0
@@ -170,6 +170,8 @@ def test_every_section_is_checked_before_any_stage(tmp_path):
         ("embed", {"layers": -1}, "section 'embed': unknown option 'layers' .*did you mean 'layer'"),
         ("tokenize", {"max_lenght": 5}, "section 'tokenize': unknown option 'max_lenght' .*did you mean 'max_length'"),
         ("pretrain", {"epoch": 1}, "section 'pretrain': unknown option 'epoch' .*did you mean 'epochs'"),
+        ("medians", {"layer": "counts"}, "section 'medians': 'layer' belongs to the input section"),
+        ("tokenize", {"mode": "bulk"}, "section 'tokenize'.*mode must be one of"),
         (
             "classify",
             {"split_column": "donor"},

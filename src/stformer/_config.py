@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import inspect
 import json
+import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,50 +49,110 @@ def check_keys(values: Mapping[str, Any], names: list[str], *, source: str, what
         raise InputError(msg)
 
 
-def build_config(cls: type[T], values: Mapping[str, Any], *, source: str = "options") -> T:
-    """Instantiate dataclass ``cls`` from ``values``; unknown keys get a did-you-mean error."""
-    check_keys(values, [f.name for f in dataclasses.fields(cls)], source=source, what=cls.__name__)
-    return cls(**values)
+def build_config(cls: type[T], values: Mapping[str, Any], *, source: str | None = None) -> T:
+    """Instantiate dataclass ``cls`` from ``values``, checked by its ``__post_init__``.
+
+    Unknown keys get a did-you-mean error; errors name ``source`` (a file and section) when given.
+    """
+    check_keys(values, [f.name for f in dataclasses.fields(cls)], source=source or "options", what=cls.__name__)
+    try:
+        return cls(**values)
+    except InputError as err:
+        if source is None:
+            raise
+        msg = f"{source}: {err}"
+        raise InputError(msg) from err
 
 
-def _scalar_type(annotation: Any) -> type:
-    """The base type of ``int``, ``int | None``, ``str | None`` ... (first non-None member)."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing))  # noqa: S307 - our own annotations only
+def field_help(cls: type) -> dict[str, str]:
+    """The ``# comment`` after each field of dataclass ``cls`` and its bases: the option's help."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            for line in inspect.getsource(klass).splitlines():
+                match = re.match(r"\s+(\w+): [^#]*#\s*(.+)$", line)
+                if match:
+                    found[match.group(1)] = match.group(2)
+    return found
+
+
+def _members(annotation: Any) -> list:
+    """The non-None members of a union annotation (the annotation itself otherwise)."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        members = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _scalar_type(members[0])
-    return annotation if annotation in (int, float, str, bool) else str
+        return [a for a in typing.get_args(annotation) if a is not type(None)]
+    return [annotation]
+
+
+def _parse_value(kind: Any, optional: bool) -> Callable[[str], Any]:
+    """Parse a command-line string for a field of annotation member ``kind`` ("none" gives None if optional)."""
+
+    def parse(text: str) -> Any:
+        if optional and text.lower() == "none":
+            return None
+        if kind is bool:
+            if text.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if text.lower() in {"0", "false", "no", "off"}:
+                return False
+            msg = f"expected true or false, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        if kind in (int, float, str):
+            return kind(text)
+        if text.lstrip()[:1] in "{[":  # a list or mapping as JSON
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as err:
+                msg = f"not valid JSON: {err}"
+                raise argparse.ArgumentTypeError(msg) from err
+        items = [item for item in text.split(",") if item]  # A,B=C: a list, or a mapping when any item has "="
+        if any("=" in item for item in items):
+            return dict(item.split("=", 1) if "=" in item else (item, item) for item in items)
+        return items
+
+    return parse
+
+
+def _cli_kind(annotation: Any) -> tuple[Any, str]:
+    """The member of a field's annotation that the command line gives, and its metavar."""
+    members = _members(annotation)
+    for kind in (bool, int, float):
+        if kind in members:
+            return kind, {bool: "true|false", int: "N", float: "X"}[kind]
+    if str in members or Path in members:  # paths and names (a mapping given as a file path)
+        return str, ""
+    return members[0], "JSON|A,B=C"
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *, skip: tuple = ()) -> None:
-    """Add ``--field-name`` for each scalar field of ``cls`` (defaults come from the dataclass)."""
+    """Add ``--field-name`` for each field of dataclass ``cls``, with its comment and default as help.
+
+    Numbers, text and ``true|false`` are read as such; lists and mappings as JSON or ``A,B=C``;
+    ``none`` sets an optional field to None. Options left out keep the dataclass default.
+    """
     hints = typing.get_type_hints(cls)
+    helps = field_help(cls)
     for field in dataclasses.fields(cls):
-        if field.name in skip:
+        if field.name in skip or field.name in {a.dest for a in parser._actions}:
             continue
-        kind = _scalar_type(hints[field.name])
-        flag = "--" + field.name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(
-                flag, type=_parse_bool, default=None, metavar="true|false", help=f"default {field.default}"
-            )
-        else:
-            parser.add_argument(flag, type=kind, default=None, help=f"default {field.default}")
+        annotation = hints[field.name]
+        kind, metavar = _cli_kind(annotation)
+        optional = type(None) in typing.get_args(annotation)
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            type=_parse_value(kind, optional),
+            nargs="?" if kind is bool else None,  # a bare --flag means true
+            const=True if kind is bool else None,
+            default=argparse.SUPPRESS,  # absent options keep the config file's or the dataclass's value
+            metavar=metavar or None,
+            help=f"{helps.get(field.name, '')} (default: {default})",
+        )
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if text.lower() in {"0", "false", "no", "off"}:
-        return False
-    msg = f"expected true or false, got {text!r}"
-    raise argparse.ArgumentTypeError(msg)
-
-
-def config_from_cli(cls: type[T], args: argparse.Namespace, config_file: str | Path | None) -> T:
+def config_from_cli(cls: type[T], args: argparse.Namespace, config_file: str | Path | None = None) -> T:
     """Config file values (if any), overridden by options given on the command line."""
     values = load_config_file(config_file) if config_file else {}
     names = {f.name for f in dataclasses.fields(cls)}
-    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    values.update({k: v for k, v in vars(args).items() if k in names})
     return build_config(cls, values, source=str(config_file or "command line"))

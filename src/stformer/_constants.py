@@ -17,3 +17,6 @@ VOCAB_FILE = "vocab.json"
 TOKENIZE_SUMMARY_FILE = "tokenize_summary.json"
 
 TARGET_SUM = 10_000  # counts per cell after normalization, as in Geneformer
+
+# The stages of `stformer run`, in order.
+STAGES = ("medians", "vocab", "tokenize", "pretrain", "classify", "embed", "report")

@@ -13,90 +13,22 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
-from ._config import build_config, check_keys, load_config_file
+from ._constants import STAGES
 from ._errors import InputError, InputKeyError
 from ._files import atomic_path, write_json
-
-STAGES = ("medians", "vocab", "tokenize", "pretrain", "classify", "embed", "report")
-EMBED_OPTIONS = ["layer", "batch_size", "genes"]  # keys of the embed section (embed() options)
-
-
-@dataclass
-class RunConfig:
-    """Settings of ``stformer run``: inputs, the label to classify, and one section per stage."""
-
-    data: list[str]  # h5ad/loom files or folders
-    output_dir: str
-    label_column: str  # obs column to classify (carried into the token dataset)
-    medians: dict = field(default_factory=dict)  # InputOptions fields + "method"
-    tokenize: dict = field(default_factory=dict)  # TokenizerConfig fields
-    pretrain: dict = field(default_factory=dict)  # PretrainConfig fields
-    classify: dict = field(default_factory=dict)  # GenericClassifier options + "test_size"
-    embed: dict = field(default_factory=dict)  # "layer", "batch_size"
-
-
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read a run config; relative paths are resolved against the config file's folder."""
-    path = Path(path)
-    values = load_config_file(path)
-    config = build_config(RunConfig, values, source=str(path))
-    config.data = [str((path.parent / d).resolve()) if not Path(d).is_absolute() else d for d in config.data]
-    if not Path(config.output_dir).is_absolute():
-        config.output_dir = str((path.parent / config.output_dir).resolve())
-    return config
-
-
-def _classifier_options(config: RunConfig) -> tuple[dict, float]:
-    """The classify section as ``GenericClassifier`` options and the held-out share ``test_size``."""
-    options = dict(config.classify)
-    return options, options.pop("test_size", 0.2)
-
-
-def carried_columns(config: RunConfig) -> list[str]:
-    """``obs`` columns that later stages read from the token dataset: the label, the split groups, the filters."""
-    options, _ = _classifier_options(config)
-    columns = [config.label_column, options.get("split_column"), *(options.get("filter_data") or {})]
-    return list(dict.fromkeys(c for c in columns if c))
-
-
-def check_config(config: RunConfig) -> None:
-    """Check every section's options (names and values) before any stage runs."""
-    import inspect
-
-    from .classify import GenericClassifier
-    from .pretrain import PretrainConfig
-    from .tokenize import TokenizerConfig
-    from .tokenize._common import InputOptions
-
-    medians = {k: v for k, v in config.medians.items() if k != "method"}
-    build_config(InputOptions, medians, source="run config, section 'medians'")
-    if config.medians.get("method", "tdigest") not in ("tdigest", "exact"):
-        msg = f"run config, section 'medians': method must be 'tdigest' or 'exact', got {config.medians['method']!r}"
-        raise InputError(msg)
-    build_config(TokenizerConfig, config.tokenize, source="run config, section 'tokenize'").validate()
-    build_config(PretrainConfig, config.pretrain, source="run config, section 'pretrain'")
-    options, test_size = _classifier_options(config)
-    names = [n for n in inspect.signature(GenericClassifier).parameters if n != "metadata_column"]
-    check_keys(options, [*names, "test_size"], source="run config, section 'classify'", what="GenericClassifier")
-    if not 0 < test_size < 1:
-        msg = f"run config, section 'classify': test_size must lie in (0, 1), got {test_size}"
-        raise InputError(msg)
-    GenericClassifier(config.label_column, **options)
-    check_keys(config.embed, EMBED_OPTIONS, source="run config, section 'embed'", what="embed")
+from .settings import RunConfig, load_run_config
 
 
 def check_inputs(config: RunConfig) -> None:
-    """Fail before any long work: bad options, missing files or columns, unknown gene ids."""
-    from .tokenize._common import InputOptions, gene_ids_of
+    """Fail before any long work: missing files or columns, unknown gene ids."""
+    from .tokenize._common import gene_ids_of
     from .tokenize._sources import find_data_files, open_source
 
-    check_config(config)
-    reading = {k: v for k, v in config.medians.items() if k != "method"}
-    options = build_config(InputOptions, reading, source="medians section")
-    columns = carried_columns(config)
+    options = config.input
+    columns = config.carried_columns()
     for path in find_data_files(config.data):
         with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
             for column in columns:
@@ -121,7 +53,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         "medians": out / "medians.json",
         "vocab": out / "vocab.json",
         "tokenize": out / "tokens",
-        "pretrain": out / "pretrain" / config.pretrain.get("run_name", "pretrain") / "model",
+        "pretrain": out / "pretrain" / config.pretrain.run_name / "model",
         "classify": out / "classify",
         "labeled": out / "classify" / "cells_labeled.dataset",
         "eval": out / "classify" / "eval.dataset",
@@ -132,11 +64,17 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
     stamps.mkdir(exist_ok=True)
     upstream, fingerprints = "", {}
     for stage in STAGES:
-        section = getattr(config, stage, {}) if stage not in ("vocab", "report") else {}
-        if stage == "classify":
-            section = {**section, "label_column": config.label_column}
+        section = {
+            "medians": config.medians_settings,
+            "tokenize": config.tokenize_settings,
+            "pretrain": lambda: config.pretrain,
+            "classify": config.classify_settings,
+            "embed": lambda: config.embed,
+        }.get(stage, lambda: None)()
         upstream = fingerprints[stage] = hashlib.sha256(
-            json.dumps([upstream, config.data, section], sort_keys=True, default=str).encode()
+            json.dumps(
+                [upstream, config.data, None if section is None else asdict(section)], sort_keys=True, default=str
+            ).encode()
         ).hexdigest()[:16]
     actions: dict[str, Callable[[], None]] = {
         "medians": lambda: _medians(config, paths),
@@ -165,12 +103,8 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
 
 def _medians(config: RunConfig, paths: dict) -> None:
     from .tokenize import compute_gene_medians, write_gene_medians
-    from .tokenize._common import InputOptions
 
-    options = dict(config.medians)
-    method = options.pop("method", "tdigest")
-    medians = compute_gene_medians(config.data, method=method, options=build_config(InputOptions, options))
-    write_gene_medians(medians, paths["medians"], overwrite=True)
+    write_gene_medians(compute_gene_medians(config.data, config.medians_settings()), paths["medians"], overwrite=True)
 
 
 def _vocab(paths: dict) -> None:
@@ -181,14 +115,16 @@ def _vocab(paths: dict) -> None:
 
 
 def _tokenize(config: RunConfig, paths: dict, progress: bool) -> None:
-    from .tokenize import TokenizerConfig, tokenize_data
+    from .tokenize import tokenize_data
 
-    options = dict(config.tokenize)
-    columns = dict(options.pop("metadata_columns", None) or {})
-    columns.update({c: c for c in carried_columns(config)})
-    settings = build_config(TokenizerConfig, {**options, "metadata_columns": columns})
     tokenize_data(
-        config.data, paths["tokenize"], paths["medians"], paths["vocab"], settings, overwrite=True, progress=progress
+        config.data,
+        paths["tokenize"],
+        paths["medians"],
+        paths["vocab"],
+        config.tokenize_settings(),
+        overwrite=True,
+        progress=progress,
     )
 
 
@@ -201,9 +137,9 @@ def _pretrain(config: RunConfig, paths: dict, fingerprint: str) -> None:
     """
     from transformers.trainer_utils import get_last_checkpoint
 
-    from .pretrain import PretrainConfig, pretrain
+    from .pretrain import pretrain
 
-    settings = build_config(PretrainConfig, config.pretrain)
+    settings = config.pretrain
     root = paths["pretrain"].parent.parent  # output_dir/pretrain
     work = root / f".work-{fingerprint}"
     for stale in root.glob(".work-*"):
@@ -220,16 +156,16 @@ def _pretrain(config: RunConfig, paths: dict, fingerprint: str) -> None:
 def _classify(config: RunConfig, paths: dict) -> None:
     from .classify import GenericClassifier
 
-    options, test_size = _classifier_options(config)
-    classifier = GenericClassifier(config.label_column, **options)
+    settings = config.classify_settings()
+    classifier = GenericClassifier.from_config(settings)
     data, _ = classifier.prepare_data(str(paths["tokenize"]), str(paths["classify"]), "cells")
-    classifier.train(str(paths["pretrain"]), data, str(paths["classify"]), test_size=test_size, overwrite=True)
+    classifier.train(str(paths["pretrain"]), data, str(paths["classify"]), test_size=settings.test_size, overwrite=True)
 
 
 def _embed(config: RunConfig, paths: dict, progress: bool) -> None:
     from .embed import embed, write_embeddings
 
-    result = embed(paths["pretrain"], paths["tokenize"], progress=progress, **config.embed)
+    result = embed(paths["pretrain"], paths["tokenize"], config.embed, progress=progress)
     write_embeddings(result, paths["embed"], overwrite=True)
 
 

@@ -15,8 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._cells import cell_ids
-from ._config import build_config
-from ._constants import CELL_ID, TARGET_SUM
+from ._constants import CELL_ID, STAGES, TARGET_SUM
 from ._errors import InputError
 from ._files import write_json
 from .tokenize._common import InputOptions
@@ -200,8 +199,6 @@ def write_report(config, out: Path, paths: dict) -> Path:
     """
     from datasets import load_from_disk
 
-    from .tokenize import TokenizerConfig
-
     report = out / "report"
     report.mkdir(exist_ok=True)
     metrics = json.loads((paths["classify"] / "eval_metrics.json").read_text())
@@ -211,12 +208,12 @@ def write_report(config, out: Path, paths: dict) -> Path:
     labels = np.asarray(labeled["label"])
     baseline = logistic_baseline(
         config.data,
-        build_config(TokenizerConfig, config.tokenize),
+        config.input,
         load_token_dictionary(paths["vocab"]),
         (np.asarray(labeled[CELL_ID])[~held_out], labels[~held_out]),
         (np.asarray(labeled[CELL_ID])[held_out], labels[held_out]),
     )
-    split = describe_split(labeled, evaluation, config.label_column, config.classify.get("split_column"))
+    split = describe_split(labeled, evaluation, config.label_column, config.classify.split_column)
     write_json(
         {
             **metrics,
@@ -234,8 +231,6 @@ def write_report(config, out: Path, paths: dict) -> Path:
         embeddings["cells"], np.asarray(tokens[config.label_column]).astype(str), report / "umap.png"
     )
     _curves(out, report / "training_curves.png")
-    from .pipeline import STAGES
-
     stamps = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / ".stages").glob("*.json")}
     seconds = {stage: stamps[stage] for stage in STAGES if stage in stamps}
     subsample = (

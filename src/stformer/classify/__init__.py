@@ -1,36 +1,25 @@
 """Cell and gene classification: GenericClassifier, utilities, collators, predictions, plots."""
 
-from ..hf_tokenizer import build_custom_tokenizer
-from .classifier import GenericClassifier, read_id_class_dict
-from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
-from .data import (
-    downsample_and_shuffle,
-    flatten_list,
-    label_classes,
-    load_and_filter,
-    remove_rare,
-    rename_cols,
-    subsample_by_class,
-)
-from .model import BertForCellClassification
-from .plots import plot_confusion_matrix, plot_predictions
-from .predict import predict_from_checkpoint
+from .._lazy import lazy_exports
 
-__all__ = [
-    "BertForCellClassification",
-    "DataCollatorForCellClassification",
-    "DataCollatorForGeneClassification",
-    "GenericClassifier",
-    "build_custom_tokenizer",
-    "downsample_and_shuffle",
-    "flatten_list",
-    "label_classes",
-    "load_and_filter",
-    "plot_confusion_matrix",
-    "plot_predictions",
-    "predict_from_checkpoint",
-    "read_id_class_dict",
-    "remove_rare",
-    "rename_cols",
-    "subsample_by_class",
-]
+_EXPORTS = {
+    "BertForCellClassification": ".model",
+    "ClassifyConfig": "..settings",
+    "DataCollatorForCellClassification": ".collators",
+    "DataCollatorForGeneClassification": ".collators",
+    "GenericClassifier": ".classifier",
+    "build_custom_tokenizer": "..hf_tokenizer",
+    "downsample_and_shuffle": ".data",
+    "flatten_list": ".data",
+    "label_classes": ".data",
+    "load_and_filter": ".data",
+    "plot_confusion_matrix": ".plots",
+    "plot_predictions": ".plots",
+    "predict_from_checkpoint": ".predict",
+    "read_id_class_dict": ".classifier",
+    "remove_rare": ".data",
+    "rename_cols": ".data",
+    "subsample_by_class": ".data",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

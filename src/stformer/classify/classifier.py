@@ -17,10 +17,10 @@ from .._errors import InputError, InputKeyError
 from .._files import atomic_path, load_mapping_file, write_json, write_pickle
 from .._hardware import bf16_is_fast
 from ..hf_tokenizer import build_custom_tokenizer
+from ..settings import ClassifyConfig
 from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
 from .data import (
     IGNORE_INDEX,
-    SEED,
     downsample_and_shuffle,
     label_classes,
     load_and_filter,
@@ -35,11 +35,9 @@ from .metrics import (
     inference_arguments,
     predict_in_length_order,
 )
-from .model import POOLINGS, BertForCellClassification, CellStatisticsCallback
+from .model import BertForCellClassification, CellStatisticsCallback
 from .plots import plot_confusion_matrix, plot_predictions
-from .training_args import translate_training_args
 
-CLASSIFIER_TYPES = ("sequence", "token")
 MODEL_DIR, EVAL_DATASET, PREDICTIONS, METRICS = "model", "eval.dataset", "predictions.pkl", "eval_metrics.json"
 
 
@@ -83,7 +81,9 @@ def read_id_class_dict(path: str | Path) -> dict[int, str]:
 class GenericClassifier:
     """Configure and run cell (``"sequence"``) or gene (``"token"``) classification.
 
-    Parameters follow the specification; keyword-only extras: ``split_column`` (an ``obs``
+    Its settings live in :attr:`config`, a :class:`ClassifyConfig` (see there for each one;
+    :meth:`from_config` builds a classifier from one). Parameters follow the specification;
+    keyword-only extras: ``split_column`` (an ``obs``
     column such as sample or patient: the automatic train/test split keeps each group on one
     side), ``pooling`` (cell representation for sequences: ``"mean"`` of the final hidden states
     over real tokens, standardized per feature over cells, or ``"first"``, BERT's standard head
@@ -121,46 +121,42 @@ class GenericClassifier:
         pooling: str = "mean",
         class_weights: bool = False,
         gene_dropout: float | None = None,
-        seed: int = SEED,
+        seed: int = 42,
     ):
-        if classifier_type not in CLASSIFIER_TYPES:
-            msg = f"classifier_type must be one of {CLASSIFIER_TYPES}, got {classifier_type!r}"
-            raise InputError(msg)
-        if classifier_type == "token" and (not gene_class_dict or not token_dictionary_file):
-            msg = "classifier_type='token' needs gene_class_dict (class -> genes) and token_dictionary_file"
-            raise InputError(msg)
-        if pooling not in POOLINGS:
-            msg = f"pooling must be one of {POOLINGS}, got {pooling!r}"
-            raise InputError(msg)
-        if classifier_type == "token" and gene_dropout:
-            msg = "gene_dropout applies to cell classification (classifier_type='sequence') only"
-            raise InputError(msg)
-        gene_dropout = (0.1 if classifier_type == "sequence" else 0.0) if gene_dropout is None else gene_dropout
-        if not 0 <= gene_dropout < 1:
-            msg = f"gene_dropout must lie in [0, 1), got {gene_dropout}"
-            raise InputError(msg)
-        if not 0 <= rare_threshold < 1:
-            msg = f"rare_threshold must lie in [0, 1), got {rare_threshold}"
-            raise InputError(msg)
-        self.metadata_column = metadata_column
-        self.classifier_type = classifier_type
-        self.gene_class_dict = gene_class_dict
-        self.label_mapping = label_mapping
-        self.token_dictionary_file = token_dictionary_file
-        self.filter_data = filter_data
-        self.rare_threshold = rare_threshold
-        self.max_examples = max_examples
-        self.max_examples_per_class = max_examples_per_class
-        self.training_args = translate_training_args(training_args)
-        self.ray_config = ray_config
-        self.freeze_layers = freeze_layers
-        self.forward_batch_size = forward_batch_size
-        self.nproc = nproc
-        self.split_column = split_column
-        self.pooling = pooling
-        self.class_weights = class_weights
-        self.gene_dropout = gene_dropout
-        self.seed = seed
+        self.config = ClassifyConfig(
+            metadata_column=metadata_column,
+            classifier_type=classifier_type,
+            gene_class_dict=gene_class_dict,
+            label_mapping=label_mapping,
+            token_dictionary_file=token_dictionary_file,
+            filter_data=filter_data,
+            rare_threshold=rare_threshold,
+            max_examples=max_examples,
+            max_examples_per_class=max_examples_per_class,
+            training_args=dict(training_args or {}),
+            ray_config=ray_config,
+            freeze_layers=freeze_layers,
+            forward_batch_size=forward_batch_size,
+            nproc=nproc,
+            split_column=split_column,
+            pooling=pooling,
+            class_weights=class_weights,
+            gene_dropout=gene_dropout,
+            seed=seed,
+        )
+
+    @classmethod
+    def from_config(cls, config: ClassifyConfig) -> GenericClassifier:
+        """A classifier with the settings of ``config`` (what ``stformer classify`` and ``stformer run`` use)."""
+        classifier = cls.__new__(cls)
+        classifier.config = config
+        return classifier
+
+    def __getattr__(self, name: str) -> Any:
+        """Settings read as attributes (``clf.pooling``) come from :attr:`config`."""
+        if name == "config":
+            raise AttributeError(name)
+        return getattr(self.config, name)
 
     # ------------------------------------------------------------------ data
     def prepare_data(self, input_data: str | Dataset, output_directory: str, output_prefix: str) -> tuple[str, str]:
@@ -180,12 +176,16 @@ class GenericClassifier:
                 raise InputKeyError(msg)
             data = remove_rare(data, self.rare_threshold, self.metadata_column, self.nproc)
             data = downsample_and_shuffle(
-                data, self.max_examples, self.max_examples_per_class, {"state_key": self.metadata_column}
+                data,
+                self.max_examples,
+                self.max_examples_per_class,
+                {"state_key": self.metadata_column},
+                seed=self.seed,
             )
             data = rename_cols(data, self.metadata_column)
             data, class_to_id = self._label_cells(data)
         else:
-            data = downsample_and_shuffle(data, self.max_examples, None, {"state_key": "input_ids"})
+            data = downsample_and_shuffle(data, self.max_examples, None, {"state_key": "input_ids"}, seed=self.seed)
             data, class_to_id = label_classes(
                 "gene", data, self.gene_class_dict, self.token_dictionary_file, self.nproc
             )

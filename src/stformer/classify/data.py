@@ -61,9 +61,9 @@ def remove_rare(data: Dataset, rare_threshold: float, state_key: str, nproc: int
     return data.select(np.flatnonzero(np.isin(values, np.asarray(kept, dtype=object))))
 
 
-def subsample_by_class(labels: Sequence, N: int) -> list[int]:
+def subsample_by_class(labels: Sequence, N: int, *, seed: int = SEED) -> list[int]:
     """Indices of at most ``N`` randomly chosen examples of each label (seeded), sorted."""
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     labels = np.asarray(labels, dtype=object)
     chosen = []
     for label in sorted(set(labels.tolist()), key=str):
@@ -73,18 +73,23 @@ def subsample_by_class(labels: Sequence, N: int) -> list[int]:
 
 
 def downsample_and_shuffle(
-    data: Dataset, max_ncells: int | None, max_ncells_per_class: int | None, cell_state_dict: dict
+    data: Dataset,
+    max_ncells: int | None,
+    max_ncells_per_class: int | None,
+    cell_state_dict: dict,
+    *,
+    seed: int = SEED,
 ) -> Dataset:
-    """Shuffle (seed 42), keep at most ``max_ncells``, then at most ``max_ncells_per_class`` per class.
+    """Shuffle (``seed``), keep at most ``max_ncells``, then at most ``max_ncells_per_class`` per class.
 
     ``cell_state_dict["state_key"]`` names the label column.
     """
-    data = data.shuffle(seed=SEED)
+    data = data.shuffle(seed=seed)
     if max_ncells is not None and len(data) > max_ncells:
         data = data.select(range(max_ncells))
     if max_ncells_per_class is not None:
         labels = data[cell_state_dict["state_key"]]
-        data = data.select(subsample_by_class(labels, max_ncells_per_class))
+        data = data.select(subsample_by_class(labels, max_ncells_per_class, seed=seed))
     return data
 
 

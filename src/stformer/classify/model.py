@@ -9,8 +9,7 @@ from transformers import BertForSequenceClassification, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .._errors import InputError
-
-POOLINGS = ("mean", "first")
+from ..settings import POOLINGS
 
 
 class BertForCellClassification(BertForSequenceClassification):

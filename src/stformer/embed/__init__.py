@@ -1,5 +1,7 @@
 """Cell and gene embeddings from a pretrained or fine-tuned model."""
 
-from .embeddings import embed, write_embeddings
+from .._lazy import lazy_exports
 
-__all__ = ["embed", "write_embeddings"]
+_EXPORTS = {"EmbedConfig": "..settings", "embed": ".embeddings", "write_embeddings": ".embeddings"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,19 +12,20 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, BertModel
 
 from .._cells import cell_ids
+from .._config import build_config
 from .._constants import CELL_ID, INPUT_IDS
 from .._errors import InputError
 from .._files import atomic_path
+from ..settings import EmbedConfig
 
 
 def embed(
     model_dir: str | Path,
     dataset: str | Path | Dataset,
+    config: EmbedConfig | None = None,
     *,
-    layer: int = -1,
-    batch_size: int = 32,
-    genes: bool = False,
     progress: bool = True,
+    **options,
 ) -> dict[str, np.ndarray]:
     """Embed every cell of a token dataset with the encoder of a saved model.
 
@@ -36,10 +37,17 @@ def embed(
     Returns ``{"cells": (n_cells, hidden), "cell_ids": (n_cells,)}`` and, with genes,
     ``{"gene_tokens": (n_genes,), "genes": (n_genes, hidden)}`` (float32).
 
+    Options are an :class:`EmbedConfig` or its fields by keyword (``layer``, ``batch_size``, ``genes``).
+
     >>> out = embed("runs/pbmc/model", "pbmc_tokens")  # doctest: +SKIP
     >>> out["cells"].shape  # doctest: +SKIP
     (700, 256)
     """
+    if config is not None and options:
+        msg = "pass either config= or keyword options, not both"
+        raise TypeError(msg)
+    config = config or build_config(EmbedConfig, options)
+    layer, batch_size, genes = config.layer, config.batch_size, config.genes
     data = load_from_disk(str(dataset)) if isinstance(dataset, (str, Path)) else dataset
     if INPUT_IDS not in data.column_names or len(data) == 0:
         msg = f"{dataset}: expected a non-empty token dataset with an {INPUT_IDS!r} column"

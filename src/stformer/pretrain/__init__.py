@@ -5,7 +5,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "BertForMaskedGenes": ".model",
     "DataCollatorForMaskedGenes": ".collator",
-    "PretrainConfig": ".config",
+    "PretrainConfig": "..settings",
     "STFormerPreCollator": ".collator",
     "STFormerPretrainer": ".trainer",
     "choose_closest": ".setup",

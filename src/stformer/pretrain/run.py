@@ -22,8 +22,8 @@ from .._errors import InputError
 from .._files import write_json, write_pickle
 from .._hardware import bf16_is_fast
 from .._warnings import StformerWarning
+from ..settings import PretrainConfig
 from ..vocab import load_token_dictionary
-from .config import PretrainConfig
 from .model import BertForMaskedGenes, bert_config
 from .setup import check_deepspeed_config, make_output_dirs, setup_environment
 from .trainer import STFormerPretrainer, load_example_lengths

@@ -3,57 +3,14 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from .._errors import InputError
-from .._files import load_mapping_file
 from .._warnings import StformerWarning
+from ..settings import InputOptions
 from ._sources import CountSource, map_gene_ids
-
-
-@dataclass
-class InputOptions:
-    """How to read gene counts from a file.
-
-    Attributes
-    ----------
-    layer
-        Matrix to read: ``None``/``"X"`` for ``X``, ``"raw"`` for ``raw.X``, or a ``layers`` key.
-    gene_id_column
-        ``var`` column (loom: row attribute) holding gene identifiers; ``None`` uses ``var_names``.
-    gene_mapping
-        Optional identifier translation (e.g. symbol -> Ensembl): a dict or a JSON/pickle file.
-    duplicate_genes
-        Several columns with one identifier: ``"sum"`` their counts, keep the ``"first"``, or
-        ``"error"``.
-    total_counts_column
-        ``obs`` column with each cell's total counts (over all genes measured); computed from
-        the matrix when absent.
-    accept_normalized
-        Accept non-integer values (already normalized) without a warning.
-    chunk_size
-        Cells read at once; bounds memory.
-
-    """
-
-    layer: str | None = None
-    gene_id_column: str | None = None
-    gene_mapping: Mapping[str, str] | str | Path | None = None
-    duplicate_genes: str = "sum"
-    total_counts_column: str | None = "n_counts"
-    accept_normalized: bool = False
-    chunk_size: int = 2048
-
-    def resolved_mapping(self) -> dict[str, str] | None:
-        """The gene mapping as a dict (loaded when given as a path)."""
-        if self.gene_mapping is None or isinstance(self.gene_mapping, Mapping):
-            return self.gene_mapping
-        return dict(load_mapping_file(self.gene_mapping))
 
 
 def gene_ids_of(source: CountSource, options: InputOptions) -> np.ndarray:

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._config import build_config
 from .._constants import TARGET_SUM
 from .._errors import InputError
 from .._files import write_mapping
-from ._common import InputOptions, check_counts, chunk_totals, gene_ids_of, stored_totals
+from ..settings import MediansConfig
+from ._common import check_counts, chunk_totals, gene_ids_of, stored_totals
 from ._sources import ColumnMap, find_data_files, open_source
 from .ranking import scale_rows
 
@@ -52,27 +54,27 @@ class _TDigest:
 
 def compute_gene_medians(
     data: str | Path | Sequence[str | Path],
+    config: MediansConfig | None = None,
     *,
-    method: str = "tdigest",
-    options: InputOptions | None = None,
     progress: bool = True,
+    **options,
 ) -> dict[str, float]:
     """Median of each gene's non-zero values after scaling every cell to 10,000 counts.
 
-    Files (h5ad or loom, or folders of them) are streamed in chunks of ``options.chunk_size``
-    cells and pooled: the result is the median over all their cells. ``method="exact"`` keeps
-    every non-zero value (memory grows with the data); ``"tdigest"`` uses bounded memory.
+    Files (h5ad or loom, or folders of them) are streamed in chunks of ``chunk_size`` cells and
+    pooled: the result is the median over all their cells. ``method="exact"`` keeps every
+    non-zero value (memory grows with the data); ``"tdigest"`` uses bounded memory. Options are a
+    :class:`MediansConfig` or its fields by keyword (``method``, ``layer``, ``gene_id_column``, ...).
 
     Returns ``{gene_id: median}`` sorted by gene id.
 
     >>> medians = compute_gene_medians(["a.h5ad", "b.loom"], method="exact")  # doctest: +SKIP
     """
-    options = options or InputOptions()
-    methods = {"exact": _Exact, "tdigest": _TDigest}
-    if method not in methods:
-        msg = f"method must be one of {sorted(methods)}, got {method!r}"
-        raise InputError(msg)
-    accumulator = methods[method]()
+    if config is not None and options:
+        msg = "pass either config= or keyword options, not both"
+        raise TypeError(msg)
+    options = config or build_config(MediansConfig, options)
+    accumulator = {"exact": _Exact, "tdigest": _TDigest}[options.method]()
     files = find_data_files(data)
     for path in files:
         with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:

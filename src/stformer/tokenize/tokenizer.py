@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from .._cells import cell_ids, check_file_keys, repeated_obs_names
+from .._config import build_config
 from .._constants import (
     CELL_ID,
     INPUT_IDS,
@@ -30,91 +31,15 @@ from .._constants import (
 from .._errors import InputError, InputKeyError
 from .._files import atomic_path, load_mapping_file, write_json, write_pickle
 from .._warnings import StformerWarning
+from ..settings import TokenizerConfig
 from ..vocab import load_token_dictionary, validate_token_dictionary
-from ._common import InputOptions, check_counts, chunk_totals, gene_ids_of, stored_totals
+from ._common import check_counts, chunk_totals, gene_ids_of, stored_totals
 from ._dataset_writer import DatasetWriter
 from ._sources import ColumnMap, CountSource, find_data_files, open_source
 from .neighbors import graph_from_connectivities, spatial_graph
 from .ranking import concat_ragged, neighbor_sums, rank_value_encode, scale_rows
 
 __all__ = ["TokenizerConfig", "tokenize_data"]
-
-MODES = ("spot", "neighborhood")
-
-
-@dataclass
-class TokenizerConfig(InputOptions):
-    """Settings of :func:`tokenize_data` (and of ``stformer tokenize``).
-
-    Attributes (beyond :class:`InputOptions`)
-    ----------------------------------------
-    mode
-        ``"spot"``: each cell's own ranked genes. ``"neighborhood"``: the cell's ranked genes
-        followed by the ranked genes of its spatial neighbors (summed counts, normalized by the
-        neighbors' own totals); each part is capped at half of ``max_length`` unless the other
-        part is shorter.
-    max_length
-        Tokens per cell; ``None`` means 2,048 in spot mode and 4,096 in neighborhood mode.
-    metadata_columns
-        ``obs`` columns carried into the dataset: a list, or ``{obs_column: dataset_column}``.
-    min_count_coverage
-        Fail when the vocabulary covers less than this fraction of a file's counts.
-    sample_column
-        ``obs`` column naming the sample (slide) of each cell; neighbors never cross samples
-        (nor files).
-    n_neighbors, radius
-        Neighborhood graph: ``n_neighbors`` nearest cells within ``radius`` (if set);
-        ``n_neighbors=None`` with a radius keeps every cell within it.
-    spatial_key
-        ``obsm`` key of the coordinates.
-    connectivities_key
-        Use this ``obsp`` graph (e.g. ``"spatial_connectivities"``) instead of building one.
-    nproc
-        Parallel workers: threads of this process (NumPy, h5py and the sort release the GIL),
-        which measured as fast as processes without copying results between them.
-    max_shard_size
-        Approximate bytes per Arrow shard of the output dataset.
-    """
-
-    chunk_size: int = 256  # cells per work unit: small arrays stay in cache
-    mode: str = "spot"
-    max_length: int | None = None
-    metadata_columns: Mapping[str, str] | Sequence[str] | None = None
-    min_count_coverage: float = 0.5
-    sample_column: str | None = None
-    n_neighbors: int | None = 6
-    radius: float | None = None
-    spatial_key: str = "spatial"
-    connectivities_key: str | None = None
-    nproc: int = 1
-    max_shard_size: int = 500_000_000
-
-    @property
-    def length_cap(self) -> int:
-        """``max_length`` with the mode's default filled in."""
-        if self.max_length is not None:
-            return self.max_length
-        return 4096 if self.mode == "neighborhood" else 2048
-
-    def column_map(self) -> dict[str, str]:
-        """``metadata_columns`` as ``{obs_column: dataset_column}``."""
-        cols = self.metadata_columns or {}
-        return dict(cols) if isinstance(cols, Mapping) else {c: c for c in cols}
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` on settings that cannot work."""
-        if self.mode not in MODES:
-            msg = f"mode must be one of {MODES}, got {self.mode!r}"
-            raise InputError(msg)
-        if self.length_cap < (2 if self.mode == "neighborhood" else 1):
-            msg = f"max_length must be positive (2 or more in neighborhood mode), got {self.max_length}"
-            raise InputError(msg)
-        if not 0 <= self.min_count_coverage <= 1:
-            msg = f"min_count_coverage must lie in [0, 1], got {self.min_count_coverage}"
-            raise InputError(msg)
-        if self.chunk_size < 1 or self.nproc < 1:
-            msg = f"chunk_size and nproc must be >= 1, got {self.chunk_size} and {self.nproc}"
-            raise InputError(msg)
 
 
 @dataclass
@@ -383,8 +308,7 @@ def tokenize_data(
     if config is not None and options:
         msg = "pass either config= or keyword options, not both"
         raise TypeError(msg)
-    config = config or TokenizerConfig(**options)
-    config.validate()
+    config = config or build_config(TokenizerConfig, options)
     medians = _load_medians(gene_medians)
     vocab = (
         load_token_dictionary(token_dictionary)

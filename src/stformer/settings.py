@@ -1,0 +1,353 @@
+"""Settings: one typed dataclass per stage, shared by the Python API, the CLI and ``stformer run``.
+
+Each field's comment is its documentation: the CLI shows it as the option's help and the README's
+settings reference lists it. Every dataclass checks its values in ``__post_init__``, so a settings
+object that exists is a valid one. This module imports nothing heavy (the CLI builds its options
+from it before torch loads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ._config import build_config, check_keys, load_config_file
+from ._errors import InputError
+from ._files import load_mapping_file
+from .classify.training_args import translate_training_args
+
+MODES = ("spot", "neighborhood")
+DUPLICATE_RULES = ("sum", "first", "error")
+MEDIAN_METHODS = ("tdigest", "exact")
+
+
+@dataclass
+class InputOptions:
+    """How to read gene counts from h5ad/loom files: the ``input`` section of ``stformer run``.
+
+    ``stformer run`` gives the same options to the medians, the tokenizer and the report's
+    baseline, so all of them read the same matrix.
+    """
+
+    layer: str | None = None  # matrix: None/"X" for X, "raw" for raw.X, or a layers key
+    gene_id_column: str | None = None  # var column (loom: row attribute) of gene ids; None: var_names
+    gene_mapping: Mapping[str, str] | str | Path | None = None  # id translation (symbol -> Ensembl): dict or file
+    duplicate_genes: str = "sum"  # columns sharing one gene id: "sum" them, keep the "first", or "error"
+    total_counts_column: str | None = "n_counts"  # obs column of per-cell totals; computed when absent or None
+    accept_normalized: bool = False  # rank non-integer (normalized) values without a warning
+
+    def __post_init__(self) -> None:
+        if self.duplicate_genes not in DUPLICATE_RULES:
+            msg = f"duplicate_genes must be one of {DUPLICATE_RULES}, got {self.duplicate_genes!r}"
+            raise InputError(msg)
+        if self.total_counts_column == "":
+            self.total_counts_column = None
+
+    def resolved_mapping(self) -> dict[str, str] | None:
+        """The gene mapping as a dict (loaded when given as a path)."""
+        if self.gene_mapping is None or isinstance(self.gene_mapping, Mapping):
+            return self.gene_mapping
+        return dict(load_mapping_file(self.gene_mapping))
+
+
+@dataclass
+class MediansConfig(InputOptions):
+    """Settings of :func:`~stformer.compute_gene_medians` and ``stformer medians``."""
+
+    method: str = "tdigest"  # "tdigest" (bounded memory, relative error ~1e-3) or "exact" (keeps every value)
+    chunk_size: int = 2048  # cells read at once; bounds memory
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method not in MEDIAN_METHODS:
+            msg = f"method must be one of {MEDIAN_METHODS}, got {self.method!r}"
+            raise InputError(msg)
+        if self.chunk_size < 1:
+            msg = f"chunk_size must be >= 1, got {self.chunk_size}"
+            raise InputError(msg)
+
+
+@dataclass
+class TokenizerConfig(InputOptions):
+    """Settings of :func:`~stformer.tokenize_data` and ``stformer tokenize``.
+
+    ``"spot"`` mode: each cell's own ranked genes. ``"neighborhood"``: the cell's ranked genes,
+    then those of its spatial neighbors (their counts summed and normalized by the neighbors' own
+    totals); each part is capped at half of ``max_length`` unless the other part is shorter.
+    Neighbors never cross samples (``sample_column``) nor files.
+    """
+
+    mode: str = "spot"  # "spot" or "neighborhood"
+    max_length: int | None = None  # tokens per cell; None: 2,048 in spot mode, 4,096 in neighborhood mode
+    metadata_columns: Mapping[str, str] | Sequence[str] | None = None  # obs columns to carry: list or {obs: name}
+    min_count_coverage: float = 0.5  # fail when the vocabulary covers less of a file's counts
+    sample_column: str | None = None  # obs column naming each cell's sample (slide)
+    n_neighbors: int | None = 6  # nearest cells (within radius if set); None: every cell within radius
+    radius: float | None = None  # neighbor distance cutoff in obsm units
+    spatial_key: str = "spatial"  # obsm key of the coordinates
+    connectivities_key: str | None = None  # obsp graph to use instead (e.g. squidpy's "spatial_connectivities")
+    chunk_size: int = 256  # cells per work unit: small arrays stay in cache
+    nproc: int = 1  # worker threads (NumPy, h5py and the sort release the GIL)
+    max_shard_size: int = 500_000_000  # approximate bytes per Arrow shard of the output
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in MODES:
+            msg = f"mode must be one of {MODES}, got {self.mode!r}"
+            raise InputError(msg)
+        if self.length_cap < (2 if self.mode == "neighborhood" else 1):
+            msg = f"max_length must be positive (2 or more in neighborhood mode), got {self.max_length}"
+            raise InputError(msg)
+        if not 0 <= self.min_count_coverage <= 1:
+            msg = f"min_count_coverage must lie in [0, 1], got {self.min_count_coverage}"
+            raise InputError(msg)
+        if self.chunk_size < 1 or self.nproc < 1:
+            msg = f"chunk_size and nproc must be >= 1, got {self.chunk_size} and {self.nproc}"
+            raise InputError(msg)
+
+    @property
+    def length_cap(self) -> int:
+        """``max_length`` with the mode's default filled in."""
+        if self.max_length is not None:
+            return self.max_length
+        return 4096 if self.mode == "neighborhood" else 2048
+
+    def column_map(self) -> dict[str, str]:
+        """``metadata_columns`` as ``{obs_column: dataset_column}``."""
+        cols = self.metadata_columns or {}
+        return dict(cols) if isinstance(cols, Mapping) else {c: c for c in cols}
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of :func:`pretrain` and ``stformer pretrain`` (defaults follow Geneformer's recipe)."""
+
+    num_layers: int = 6  # transformer layers
+    hidden_size: int = 256  # embedding width
+    num_heads: int = 4  # attention heads (hidden_size must be a multiple)
+    intermediate_size: int = 512  # feed-forward width
+    activation: str = "relu"
+    max_length: int | None = None  # position embeddings; None: 2048, 4096 for neighborhood data
+    hidden_dropout: float = 0.02
+    attention_dropout: float = 0.0  # > 0 forces the slow unfused attention path
+    batch_size: int = 12  # per device
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 10_000  # capped to a tenth of the run
+    weight_decay: float = 0.001
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    mlm_probability: float = 0.15
+    seed: int = 42
+    group_by_length: bool = True  # batches of similar length (less padding)
+    bf16: bool | None = None  # None: on where bf16 is fast (CUDA with bf16, CPUs with AMX or AVX512-BF16)
+    gradient_checkpointing: bool = False
+    eval_fraction: float = 0.0  # held-out share of cells for eval loss
+    eval_steps: int = 500
+    logging_steps: int = 50
+    save_steps: int = 1000  # checkpoint interval (for --resume)
+    save_total_limit: int = 2
+    run_name: str = "pretrain"
+    deepspeed: str | None = None  # DeepSpeed JSON config (needs deepspeed installed)
+    dataloader_num_workers: int = 0
+
+
+CLASSIFIER_TYPES = ("sequence", "token")
+POOLINGS = ("mean", "first")
+
+
+@dataclass
+class ClassifyConfig:
+    """Settings of :class:`~stformer.GenericClassifier`, ``stformer classify`` and the run's ``classify`` section.
+
+    The first fields are the specification's ``GenericClassifier`` parameters; ``test_size`` is
+    the held-out share when ``train`` splits the data itself.
+    """
+
+    metadata_column: str | None = None  # dataset column of the cell labels (stformer run: label_column)
+    classifier_type: str = "sequence"  # "sequence" classifies cells, "token" classifies genes
+    gene_class_dict: dict[str, list[str]] | None = None  # genes: class -> gene ids
+    label_mapping: dict[str, int] | None = None  # class -> id, instead of the sorted classes
+    token_dictionary_file: str | None = None  # vocabulary file (genes; tokenizer when the model has none)
+    filter_data: dict[str, Any] | None = None  # {column: allowed value or values} kept before classifying
+    rare_threshold: float = 0.0  # drop classes below this share of the cells
+    max_examples: int | None = None  # keep at most this many examples (seeded shuffle)
+    max_examples_per_class: int | None = None  # keep at most this many examples per class
+    training_args: dict[str, Any] = field(default_factory=dict)  # TrainingArguments options (older names translated)
+    ray_config: dict[str, Any] | None = None  # Ray Tune search space over TrainingArguments (n_trials > 0)
+    freeze_layers: int = 0  # the first layers kept frozen
+    forward_batch_size: int = 48  # cells per batch in evaluation and prediction
+    nproc: int = 4  # processes for dataset maps over 20,000 examples or more
+    split_column: str | None = None  # obs column (sample, patient) whose groups stay on one side of the split
+    pooling: str = "mean"  # cells: "mean" of the final hidden states, standardized; "first": BERT's head
+    class_weights: bool = False  # weight the loss by inverse class frequency
+    gene_dropout: float | None = None  # cells: leave out each gene with this probability in training; None: 0.1
+    seed: int = 42  # split, shuffles and training
+    test_size: float = 0.2  # held-out share when train() splits the data
+
+    def __post_init__(self) -> None:
+        if self.classifier_type not in CLASSIFIER_TYPES:
+            msg = f"classifier_type must be one of {CLASSIFIER_TYPES}, got {self.classifier_type!r}"
+            raise InputError(msg)
+        if self.classifier_type == "token" and (not self.gene_class_dict or not self.token_dictionary_file):
+            msg = "classifier_type='token' needs gene_class_dict (class -> genes) and token_dictionary_file"
+            raise InputError(msg)
+        if self.pooling not in POOLINGS:
+            msg = f"pooling must be one of {POOLINGS}, got {self.pooling!r}"
+            raise InputError(msg)
+        if self.classifier_type == "token" and self.gene_dropout:
+            msg = "gene_dropout applies to cell classification (classifier_type='sequence') only"
+            raise InputError(msg)
+        if self.gene_dropout is None:
+            self.gene_dropout = 0.1 if self.classifier_type == "sequence" else 0.0
+        if not 0 <= self.gene_dropout < 1:
+            msg = f"gene_dropout must lie in [0, 1), got {self.gene_dropout}"
+            raise InputError(msg)
+        if not 0 <= self.rare_threshold < 1:
+            msg = f"rare_threshold must lie in [0, 1), got {self.rare_threshold}"
+            raise InputError(msg)
+        if not 0 < self.test_size < 1:
+            msg = f"test_size must lie in (0, 1), got {self.test_size}"
+            raise InputError(msg)
+        self.training_args = translate_training_args(self.training_args)
+
+
+@dataclass
+class EmbedConfig:
+    """Settings of :func:`~stformer.embed`, ``stformer embed`` and the run's ``embed`` section."""
+
+    layer: int = -1  # hidden layer whose states are averaged: -1 the last, 0 the embeddings
+    batch_size: int = 32  # cells per forward pass (cells of similar length together)
+    genes: bool = False  # also each gene's hidden state averaged over the cells expressing it
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            msg = f"batch_size must be >= 1, got {self.batch_size}"
+            raise InputError(msg)
+
+
+@dataclass
+class RunConfig:
+    """Settings of ``stformer run``: the inputs, the label to classify, and one typed section per stage.
+
+    ``input`` says how every stage reads the files (layer, gene ids, mapping, totals): the medians,
+    the tokenizer and the report's baseline all read the same matrix, so those fields belong to
+    ``input`` and not to the ``medians`` or ``tokenize`` sections. :meth:`from_dict` builds and
+    checks every section before any stage runs.
+    """
+
+    data: list[str]  # h5ad/loom files or folders (relative paths: from the config file's folder)
+    output_dir: str  # every stage writes below it
+    label_column: str  # obs column to classify (carried into the token dataset)
+    input: InputOptions = field(default_factory=InputOptions)  # how every stage reads the files
+    medians: MediansConfig = field(default_factory=MediansConfig)  # method and chunk size
+    tokenize: TokenizerConfig = field(default_factory=TokenizerConfig)  # mode, lengths, neighbors, columns
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # model shape and training
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)  # fine-tuning; metadata_column is label_column
+    embed: EmbedConfig = field(default_factory=EmbedConfig)  # layer and batch size
+
+    SECTIONS: ClassVar[dict[str, type]] = {
+        "input": InputOptions,
+        "medians": MediansConfig,
+        "tokenize": TokenizerConfig,
+        "pretrain": PretrainConfig,
+        "classify": ClassifyConfig,
+        "embed": EmbedConfig,
+    }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "run config") -> RunConfig:
+        """Build every section from plain values (a YAML/JSON file), checking each key and value."""
+        check_keys(values, [f.name for f in fields(cls)], source=source, what="stformer run")
+        missing = [name for name in ("data", "output_dir", "label_column") if name not in values]
+        if missing:
+            msg = f"{source}: {missing[0]!r} is missing (data, output_dir and label_column are required)"
+            raise InputError(msg)
+        shared = {f.name for f in fields(InputOptions)}
+        sections = {}
+        for name, section_cls in cls.SECTIONS.items():
+            section = dict(values.get(name) or {})
+            misplaced = sorted(shared & set(section)) if name in ("medians", "tokenize") else []
+            if misplaced:
+                msg = (
+                    f"{source}, section {name!r}: {misplaced[0]!r} belongs to the input section, which every "
+                    "stage reads the files with"
+                )
+                raise InputError(msg)
+            if name == "classify" and "metadata_column" in section:
+                msg = f"{source}, section 'classify': give the label as label_column (top level), not metadata_column"
+                raise InputError(msg)
+            sections[name] = build_config(section_cls, section, source=f"{source}, section {name!r}")
+        data = values["data"]
+        return cls(
+            data=[data] if isinstance(data, str) else list(data),
+            output_dir=values["output_dir"],
+            label_column=values["label_column"],
+            **sections,
+        )
+
+    def medians_settings(self) -> MediansConfig:
+        """The medians section with the input section's reading options."""
+        return replace(self.medians, **asdict(self.input))
+
+    def tokenize_settings(self) -> TokenizerConfig:
+        """The tokenize section with the input options and every column a later stage reads."""
+        columns = self.tokenize.column_map()
+        columns.update({c: c for c in self.carried_columns()})
+        return replace(self.tokenize, **asdict(self.input), metadata_columns=columns)
+
+    def classify_settings(self) -> ClassifyConfig:
+        """The classify section with ``label_column`` as its ``metadata_column``."""
+        return replace(self.classify, metadata_column=self.label_column)
+
+    def carried_columns(self) -> list[str]:
+        """``obs`` columns that later stages read from the token dataset: the label, split groups, filters."""
+        columns = [self.label_column, self.classify.split_column, *(self.classify.filter_data or {})]
+        return list(dict.fromkeys(c for c in columns if c))
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and check a run config (YAML/JSON); relative paths are resolved against the file's folder."""
+    path = Path(path)
+    config = RunConfig.from_dict(load_config_file(path), source=str(path))
+    config.data = [str((path.parent / d).resolve()) if not Path(d).is_absolute() else d for d in config.data]
+    if not Path(config.output_dir).is_absolute():
+        config.output_dir = str((path.parent / config.output_dir).resolve())
+    return config
+
+
+def settings_reference() -> str:
+    """The README's settings reference: the run config's top level, then one table per section.
+
+    The CLI options of each command are the same fields (``--field-name``).
+    """
+    from dataclasses import MISSING
+
+    from ._config import field_help
+
+    shared = {f.name for f in fields(InputOptions)}
+    tables = [("top level", RunConfig, [f for f in fields(RunConfig) if f.name not in RunConfig.SECTIONS])]
+    for name, cls in RunConfig.SECTIONS.items():
+        tables.append(
+            (f"`{name}` ({cls.__name__})", cls, [f for f in fields(cls) if name == "input" or f.name not in shared])
+        )
+    lines = []
+    for title, cls, own in tables:
+        helps = field_help(cls)
+        lines += [f"**{title}**", "", "| key | default | meaning |", "|---|---|---|"]
+        for f in own:
+            default = (
+                "required"
+                if f.default is MISSING and f.default_factory is MISSING
+                else (f"`{f.default if f.default is not MISSING else f.default_factory()!r}`")
+            )
+            lines.append(f"| `{f.name}` | {default} | {helps.get(f.name, '')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(settings_reference())

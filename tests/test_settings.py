@@ -1,0 +1,88 @@
+import argparse
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from synthetic import make_adata
+
+from stformer._config import add_dataclass_options, build_config, config_from_cli
+from stformer.cli import build_parser, main
+from stformer.settings import EmbedConfig, RunConfig, settings_reference
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@dataclass
+class _Extended(EmbedConfig):
+    pooling_power: float = 1.0  # a new option, for this test
+
+
+def test_a_new_field_reaches_the_api_the_cli_and_a_run_config(monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_dataclass_options(parser, _Extended)
+    shown = " ".join(parser.format_help().split())
+    assert "--pooling-power X a new option, for this test (default: 1.0)" in shown
+    config = config_from_cli(_Extended, parser.parse_args(["--pooling-power", "2.5", "--genes"]))
+    assert (config.pooling_power, config.genes, config.layer) == (2.5, True, -1)
+    assert build_config(_Extended, {"pooling_power": 3}).pooling_power == 3
+    with pytest.raises(ValueError, match="unknown option 'pooling_powr' .*did you mean 'pooling_power'"):
+        build_config(_Extended, {"pooling_powr": 3})
+    monkeypatch.setitem(RunConfig.SECTIONS, "embed", _Extended)
+    run = RunConfig.from_dict(
+        {"data": ["a.h5ad"], "output_dir": "o", "label_column": "c", "embed": {"pooling_power": 2}}
+    )
+    assert run.embed.pooling_power == 2
+
+
+def test_every_command_offers_every_field_of_its_settings():
+    from dataclasses import fields
+
+    from stformer.settings import ClassifyConfig, MediansConfig, PretrainConfig, TokenizerConfig
+
+    commands = {
+        "medians": MediansConfig,
+        "tokenize": TokenizerConfig,
+        "pretrain": PretrainConfig,
+        "classify": ClassifyConfig,
+        "embed": EmbedConfig,
+    }
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, cls in commands.items():
+        flags = {s for a in subparsers.choices[command]._actions for s in a.option_strings}
+        missing = [f.name for f in fields(cls) if "--" + f.name.replace("_", "-") not in flags]
+        assert not missing, (command, missing)
+
+
+def test_readme_settings_reference_is_generated_from_the_dataclasses():
+    text = README.read_text()
+    block = re.search(r"<!-- settings-reference:start -->\n(.*?)\n<!-- settings-reference:end -->", text, re.S)
+    assert block is not None and block.group(1).strip() == settings_reference().strip()
+
+
+def test_cli_reads_none_lists_and_a_config_file(tmp_path):
+    """The radius-only neighbor graph (n_neighbors none) and metadata columns, from options and a file."""
+    from datasets import load_from_disk
+
+    adata = make_adata(40, 30, expressed=10, n_samples=2, seed=2)
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    med, voc = tmp_path / "m.json", tmp_path / "v.json"
+    assert main(["medians", str(tmp_path / "a.h5ad"), "--out", str(med), "--method", "exact", "--quiet"]) == 0
+    assert main(["vocab", "--medians", str(med), "--out", str(voc)]) == 0
+    (tmp_path / "tok.yaml").write_text(yaml.safe_dump({"mode": "neighborhood", "radius": 1.5, "max_length": 40}))
+    common = ["tokenize", str(tmp_path / "a.h5ad"), "--medians", str(med), "--vocab", str(voc), "--quiet"]
+    args = [
+        "--config",
+        str(tmp_path / "tok.yaml"),
+        "--n-neighbors",
+        "none",
+        "--metadata-columns",
+        "cell_type=label,sample",
+    ]
+    assert main([*common, "--out", str(tmp_path / "t"), *args]) == 0
+    data = load_from_disk(str(tmp_path / "t"))
+    assert {"label", "sample", "neighbor_start"} <= set(data.column_names)
+    assert max(data["length"]) <= 40
+    summary = yaml.safe_load((tmp_path / "t" / "tokenize_summary.json").read_text())
+    assert summary["config"]["n_neighbors"] is None and summary["config"]["radius"] == 1.5
