@@ -9,9 +9,10 @@ from transformers import BertConfig, TrainingArguments
 
 from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
 from stformer._warnings import StformerWarning
-from stformer.classify.classifier import read_id_class_dict, split_cells, split_genes
-from stformer.classify.metrics import ClassifierTrainer
+from stformer.classify.labels import read_id_class_dict
 from stformer.classify.model import BertForCellClassification, drop_genes
+from stformer.classify.splits import split_cells, split_genes
+from stformer.classify.trainer import ClassifierTrainer
 
 FAST = {
     "num_train_epochs": 4,

@@ -168,7 +168,7 @@ def test_uncovered_cases_go_to_sdpa(monkeypatch, case):
 def test_trainers_switch_their_models(tmp_path):
     from transformers import TrainingArguments
 
-    from stformer.classify.metrics import ClassifierTrainer
+    from stformer.classify.trainer import ClassifierTrainer
 
     model = BertModel(copy.deepcopy(CONFIG))
     ClassifierTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to="none", use_cpu=True))

@@ -1,23 +1,26 @@
 import pickle
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from datasets import load_from_disk
+from matplotlib.figure import Figure
 
 from stformer import GenericClassifier, load_token_dictionary, plot_confusion_matrix, plot_predictions
 
 
 @pytest.fixture
 def captured(monkeypatch):
+    """Every figure saved, whatever draws it."""
     figures = []
-    real_close = plt.close
+    real_savefig = Figure.savefig
 
-    def keep(fig=None):
-        figures.append(fig)
-        real_close(fig)
+    def keep(self, *args, **kwargs):
+        figures.append(self)
+        return real_savefig(self, *args, **kwargs)
 
-    monkeypatch.setattr(plt, "close", keep)
+    monkeypatch.setattr(Figure, "savefig", keep)
     return figures
 
 
@@ -37,6 +40,18 @@ def test_confusion_matrix_plot_has_class_names_and_normalized_rows(tmp_path, cap
     np.testing.assert_allclose(image[0], [0.8, 0.2, 0.0])
     with pytest.raises(ValueError, match="does not match 3 classes"):
         plot_confusion_matrix(np.ones((2, 2)), str(tmp_path), "bad", names)
+
+
+def test_plots_leave_pyplot_alone(tmp_path):
+    """A notebook user's backend and open figures survive stformer's plots."""
+    backend = matplotlib.get_backend()
+    mine = plt.figure()
+    try:
+        plot_confusion_matrix(np.eye(2), str(tmp_path), "run", ["a", "b"])
+        assert matplotlib.get_backend() == backend and plt.fignum_exists(mine.number)
+        assert plt.get_fignums() == [mine.number]  # no pyplot figure of stformer's left open
+    finally:
+        plt.close(mine)
 
 
 def test_prediction_plot(tmp_path, captured):

@@ -16,6 +16,8 @@ LENGTHS_FILE = "lengths.pkl"
 VOCAB_FILE = "vocab.json"
 TOKENIZE_SUMMARY_FILE = "tokenize_summary.json"
 
+IGNORE_INDEX = -100  # label of positions and examples that carry no loss (transformers' convention)
+
 TARGET_SUM = 10_000  # counts per cell after normalization, as in Geneformer
 
 # The stages of `stformer run`, in order.

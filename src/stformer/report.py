@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from ._cells import cell_ids
 from ._constants import CELL_ID, STAGES, TARGET_SUM
 from ._errors import InputError
+from ._figures import new_figure, save_figure
 from ._files import write_json
 from .tokenize._common import InputOptions
 from .vocab import load_token_dictionary
@@ -131,8 +132,6 @@ def _versions() -> dict[str, str]:
 
 def _embedding_plot(embeddings: np.ndarray, labels: np.ndarray, path: Path) -> str:
     """2-D map of cell embeddings coloured by label: UMAP when umap-learn is installed, else PCA."""
-    from .classify.plots import _pyplot
-
     try:
         import umap
 
@@ -142,8 +141,8 @@ def _embedding_plot(embeddings: np.ndarray, labels: np.ndarray, path: Path) -> s
     except ImportError:
         centred = embeddings - embeddings.mean(0)
         coords, method = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T, "PCA"
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig = new_figure(7, 6)
+    ax = fig.subplots()
     for label in sorted(set(labels)):
         chosen = labels == label
         ax.scatter(coords[chosen, 0], coords[chosen, 1], s=6, label=label)
@@ -151,17 +150,13 @@ def _embedding_plot(embeddings: np.ndarray, labels: np.ndarray, path: Path) -> s
     ax.set_ylabel(f"{method} 2")
     ax.set_title(f"Cell embeddings ({method}), coloured by label")
     ax.legend(markerscale=2, fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
     return method
 
 
 def _curves(out: Path, path: Path) -> None:
-    from .classify.plots import _pyplot
-
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(10, 4)
+    axes = fig.subplots(1, 2)
     sources = [(out / "pretrain", "pretraining (masked genes)"), (out / "classify", "fine-tuning")]
     for ax, (folder, title) in zip(axes, sources, strict=True):
         logs = sorted(folder.glob("**/log_history.json"))
@@ -173,9 +168,7 @@ def _curves(out: Path, path: Path) -> None:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def describe_split(labeled, evaluation, label_column: str, split_column: str | None) -> str:

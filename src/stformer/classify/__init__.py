@@ -16,7 +16,7 @@ _EXPORTS = {
     "plot_confusion_matrix": ".plots",
     "plot_predictions": ".plots",
     "predict_from_checkpoint": ".predict",
-    "read_id_class_dict": ".classifier",
+    "read_id_class_dict": ".labels",
     "remove_rare": ".data",
     "rename_cols": ".data",
     "subsample_by_class": ".data",

@@ -12,70 +12,29 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
+from .._constants import IGNORE_INDEX
 from .._datasets import example_lengths, token_id_range
 from .._errors import InputError, InputKeyError
-from .._files import atomic_path, load_mapping_file, write_json, write_pickle
+from .._files import atomic_path, write_json, write_pickle
 from .._hardware import bf16_is_fast
 from ..hf_tokenizer import build_custom_tokenizer
 from ..settings import ClassifyConfig
 from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
 from .data import (
-    IGNORE_INDEX,
     downsample_and_shuffle,
     label_classes,
     load_and_filter,
     remove_rare,
     rename_cols,
 )
-from .metrics import (
-    ClassifierTrainer,
-    compute_metrics,
-    flat_predictions,
-    full_metrics,
-    inference_arguments,
-    predict_in_length_order,
-)
+from .labels import read_id_class_dict, write_id_class_dict
+from .metrics import compute_metrics, flat_predictions, full_metrics
 from .model import BertForCellClassification, CellStatisticsCallback
 from .plots import plot_confusion_matrix, plot_predictions
+from .splits import split_cells, split_genes
+from .trainer import ClassifierTrainer, inference_arguments, predict_in_length_order
 
 MODEL_DIR, EVAL_DATASET, PREDICTIONS, METRICS = "model", "eval.dataset", "predictions.pkl", "eval_metrics.json"
-
-
-def read_id_class_dict(path: str | Path) -> dict[int, str]:
-    """Read a label map and return it as ``{class id: class name}``.
-
-    Each form is read one way, by the types of its keys, never by guessing from its values:
-
-    - keys that are integer ids (in JSON, strings of digits): id -> class, the form stformer
-      writes (``{prefix}_id_class_dict.pkl``, ``model/id_class_dict.json``), whatever the classes
-      are, so integer labels (clusters, 0/1 phenotypes) keep their names;
-    - keys that are class names and values integer ids: class -> id, as Geneformer and the
-      reference package write it.
-
-    >>> read_id_class_dict("cls/pbmc_id_class_dict.pkl")  # doctest: +SKIP
-    {0: 'B cell', 1: 'T cell'}
-    """
-    mapping = load_mapping_file(path)
-    if not isinstance(mapping, dict) or not mapping:
-        msg = f"{path}: expected a non-empty dict of class ids and names"
-        raise InputError(msg)
-
-    def as_id(value) -> int | None:
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return int(value)
-        return int(value) if isinstance(value, str) and value.isdigit() and Path(path).suffix == ".json" else None
-
-    key_ids = [as_id(k) for k in mapping]
-    if all(i is not None for i in key_ids):
-        return {i: str(v) for i, v in zip(key_ids, mapping.values(), strict=True)}
-    value_ids = [as_id(v) if not isinstance(v, str) else None for v in mapping.values()]
-    if all(i is not None for i in value_ids):
-        return {i: str(k) for k, i in zip(mapping, value_ids, strict=True)}
-    msg = (
-        f"{path}: a label map needs integer class ids as its keys (id -> class) or as its values "
-        f"(class -> id); found keys like {list(mapping)[:3]} and values like {list(mapping.values())[:3]}"
-    )
-    raise InputError(msg)
 
 
 class GenericClassifier:
@@ -199,7 +158,7 @@ class GenericClassifier:
         label_path = out / f"{output_prefix}_id_class_dict.pkl"
         with atomic_path(dataset_path, overwrite=True) as tmp:
             data.save_to_disk(str(tmp))
-        write_pickle({i: str(c) for c, i in class_to_id.items()}, label_path, overwrite=True)
+        write_id_class_dict(class_to_id, label_path)
         return str(dataset_path), str(label_path)
 
     def _label_cells(self, data: Dataset) -> tuple[Dataset, dict]:
@@ -251,8 +210,9 @@ class GenericClassifier:
         cells, optionally by ``split_column`` groups; by genes for gene classification. Writes
         ``output_directory/model`` (safetensors, tokenizer, ``id_class_dict.json``),
         ``eval.dataset``, ``predictions.pkl``, ``eval_metrics.json`` and the confusion matrix.
-        ``n_trials > 0`` runs a Ray Tune search over ``ray_config`` (see :meth:`_ray_tune`); the
-        best trial's model is the result (the returned Trainer holds it, untrained further).
+        ``n_trials > 0`` runs a Ray Tune search over ``ray_config``
+        (:func:`~stformer.classify.tune.run_ray_tune`); the best trial's model is the result (the
+        returned Trainer holds it, untrained further).
         A model already in ``output_directory`` is an error unless ``overwrite``.
         """
         out = Path(output_directory)
@@ -266,9 +226,7 @@ class GenericClassifier:
         with atomic_path(out / EVAL_DATASET, overwrite=True) as tmp:
             eval_data.save_to_disk(str(tmp))
         if n_trials > 0:  # the best trial's model becomes the result; no retraining
-            from .tune import run_ray_tune
-
-            run_ray_tune(self, model_checkpoint, train_data, eval_data, out, n_trials, tokenizer, id_class)
+            self._tune(model_checkpoint, train_data, eval_data, tokenizer, id_class, out, n_trials)
             trainer = self._trainer(out / "best_model", train_data, eval_data, tokenizer, id_class, out)
         else:
             trainer = self._trainer(model_checkpoint, train_data, eval_data, tokenizer, id_class, out)
@@ -289,15 +247,23 @@ class GenericClassifier:
         tokenizer_name_or_path: str | None,
     ):
         """Ray Tune search over ``ray_config``; saves the best trial's model; returns the analysis."""
-        from .tune import run_ray_tune
-
         data = load_from_disk(str(dataset_path))
         id_class = self._id_class(dataset_path, data)
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_checkpoint)
         check_vocabulary(model_checkpoint, data)
         train_data, eval_data = self._split(data, eval_dataset_path, test_size)
-        out = Path(output_directory)
-        return run_ray_tune(self, model_checkpoint, train_data, eval_data, out, n_trials, tokenizer, id_class)
+        return self._tune(
+            model_checkpoint, train_data, eval_data, tokenizer, id_class, Path(output_directory), n_trials
+        )
+
+    def _tune(self, checkpoint, train_data, eval_data, tokenizer, id_class, out: Path, n_trials: int):
+        """:func:`~stformer.classify.tune.run_ray_tune` with trainers of this classifier's settings."""
+        from .tune import run_ray_tune
+
+        def make_trainer(trial_dir: Path, overrides: dict):
+            return self._trainer(checkpoint, train_data, eval_data, tokenizer, id_class, trial_dir, overrides)
+
+        return run_ray_tune(make_trainer, self.ray_config, out, n_trials)
 
     def _id_class(self, dataset_path: str | Path, data: Dataset) -> dict[int, str]:
         """Class names: the label map beside a prepared dataset, else the ids themselves."""
@@ -513,68 +479,3 @@ def check_vocabulary(checkpoint: str | Path, data: Dataset) -> None:
             f"{vocab_size}: the data were tokenized with a different vocabulary than the model's"
         )
         raise InputError(msg)
-
-
-def split_cells(data: Dataset, test_size: float, seed: int, group_column: str | None) -> tuple[Dataset, Dataset]:
-    """Stratified train/test split of cells; with ``group_column`` no group spans both sides."""
-    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
-
-    labels = np.asarray(data["label"])
-    counts = np.bincount(labels)
-    if (counts[counts > 0] < 2).any():
-        rare = np.flatnonzero((counts > 0) & (counts < 2)).tolist()
-        msg = f"classes {rare} have a single example and cannot be split; raise rare_threshold or give eval_dataset"
-        raise InputError(msg)
-    index = np.arange(len(data))
-    if group_column is None:
-        train, test = train_test_split(index, test_size=test_size, stratify=labels, random_state=seed)
-    else:
-        if group_column not in data.column_names:
-            msg = f"split_column {group_column!r} is not a dataset column (columns: {data.column_names})"
-            raise InputKeyError(msg)
-        groups = np.asarray(data[group_column]).astype(str)
-        n_splits = max(2, round(1 / test_size))
-        if len(set(groups)) < n_splits:
-            msg = f"split_column {group_column!r} has {len(set(groups))} groups; need at least {n_splits}"
-            raise InputError(msg)
-        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        train, test = next(folds.split(index, labels, groups))
-    return data.select(np.sort(train)), data.select(np.sort(test))
-
-
-def split_genes(data: Dataset, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Split the *genes* of each class: training sees only train genes' labels, evaluation only test genes'."""
-    rng = np.random.default_rng(seed)
-    ids = [np.asarray(x) for x in data["input_ids"]]
-    labels = [np.asarray(x) for x in data["labels"]]
-    gene_class = {}
-    for seq, lab in zip(ids, labels, strict=True):
-        for gene, cls in zip(seq[lab != IGNORE_INDEX], lab[lab != IGNORE_INDEX], strict=True):
-            gene_class[int(gene)] = int(cls)
-    test_genes = set()
-    for cls in sorted(set(gene_class.values())):
-        genes = sorted(g for g, c in gene_class.items() if c == cls)
-        if len(genes) < 2:
-            msg = f"gene class {cls} has {len(genes)} gene(s) in the data; a gene split needs two or more per class"
-            raise InputError(msg)
-        n_test = min(len(genes) - 1, max(1, round(test_size * len(genes))))
-        test_genes.update(rng.choice(genes, n_test, replace=False).tolist())
-    test_array = np.asarray(sorted(test_genes))
-
-    def relabel(keep_test: bool):
-        def fn(batch):
-            out = []
-            for seq, lab in zip(batch["input_ids"], batch["labels"], strict=True):
-                seq, lab = np.asarray(seq), np.asarray(lab).copy()
-                lab[np.isin(seq, test_array) != keep_test] = IGNORE_INDEX
-                out.append(lab.tolist())
-            return {"labels": out}
-
-        return fn
-
-    parts = []
-    for keep_test in (False, True):
-        part = data.map(relabel(keep_test), batched=True)
-        has = [any(v != IGNORE_INDEX for v in row) for row in part["labels"]]
-        parts.append(part.select(np.flatnonzero(has)))
-    return parts[0], parts[1]

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorWithPadding
 
-from .data import IGNORE_INDEX
+from .._constants import IGNORE_INDEX
 
 
 def _input_ids(features: list[Mapping[str, Any]], max_length: int | None) -> list[dict]:

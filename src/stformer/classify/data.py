@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, load_from_disk
 
+from .._constants import IGNORE_INDEX
 from .._errors import InputError, InputKeyError
 from ..vocab import load_token_dictionary
 
@@ -24,7 +25,6 @@ __all__ = [
 ]
 
 SEED = 42
-IGNORE_INDEX = -100
 
 
 def _column(data: Dataset, key: str) -> np.ndarray:

@@ -9,19 +9,9 @@ from typing import Any
 import numpy as np
 
 from .._errors import InputError
+from .._figures import new_figure, save_figure
 from .._files import safe_load_pickle
-
-
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - depends on the installation
-        msg = "plots need matplotlib: pip install matplotlib"
-        raise ImportError(msg) from err
-    return plt
+from .labels import read_id_class_dict
 
 
 def _as_matrix(conf_mat: Any, class_order: list[str]) -> np.ndarray:
@@ -38,9 +28,9 @@ def _as_matrix(conf_mat: Any, class_order: list[str]) -> np.ndarray:
 
 
 def _heatmap(matrix: np.ndarray, rows: list[str], cols: list[str], title: str, xlabel: str, path: Path) -> None:
-    plt = _pyplot()
     size = max(4.0, 0.55 * len(cols) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = new_figure(size + 1, size)
+    ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)
@@ -53,10 +43,7 @@ def _heatmap(matrix: np.ndarray, rows: list[str], cols: list[str], title: str, x
                 color = "white" if matrix[i, j] > 0.5 else "black"
                 ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_confusion_matrix(conf_mat: Any, output_directory: str, output_prefix: str, class_order: list[str]) -> Path:
@@ -77,8 +64,6 @@ def plot_predictions(
     class_order: list[str],
 ) -> Path:
     """Save, per true class, the fraction of its examples predicted as each class (PNG)."""
-    from .classifier import read_id_class_dict
-
     saved = safe_load_pickle(predictions_file)
     id_class = read_id_class_dict(id_class_dict_file)
     true = [id_class[i] for i in saved["label_ids"]]

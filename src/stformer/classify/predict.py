@@ -8,7 +8,7 @@ import numpy as np
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 
-from .metrics import ClassifierTrainer, inference_arguments, predict_in_length_order
+from .trainer import ClassifierTrainer, inference_arguments, predict_in_length_order
 
 
 def predict_from_checkpoint(

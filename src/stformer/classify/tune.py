@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainingArguments
@@ -52,35 +53,29 @@ def search_space(ray_config: dict) -> dict:
     return space
 
 
-def run_ray_tune(classifier, checkpoint, train_data, eval_data, out: Path, n_trials: int, tokenizer, id_class):
-    """Train ``n_trials`` models on CPU/GPU workers, each evaluated on ``eval_data`` (macro-F1).
+def run_ray_tune(make_trainer: Callable, ray_config: dict | None, out: Path, n_trials: int):
+    """Train ``n_trials`` models, each evaluated on its Trainer's eval set (macro-F1); keep the best.
 
-    The best trial's model is copied to ``out/best_model``. Returns Ray's ``ExperimentAnalysis``.
+    ``make_trainer(trial_dir, overrides)`` returns a ``Trainer`` whose ``TrainingArguments`` take
+    ``overrides`` (the trial's hyperparameters drawn from ``ray_config``). The best trial's model
+    is copied to ``out/best_model``. Returns Ray's ``ResultGrid``.
     """
-    if not classifier.ray_config:
+    if not ray_config:
         msg = "n_trials > 0 needs ray_config (the hyperparameters to search)"
         raise InputError(msg)
     ray, tune = _require_ray()
-    space = search_space(classifier.ray_config)
+    space = search_space(ray_config)
     ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
 
-    def trial(config, train_data=None, eval_data=None):
+    def trial(config):
         trial_dir = Path(tune.get_context().get_trial_dir())
-        trainer = classifier._trainer(
-            checkpoint,
-            train_data,
-            eval_data,
-            tokenizer,
-            id_class,
-            trial_dir,
-            {**config, "disable_tqdm": True},
-        )
+        trainer = make_trainer(trial_dir, {**config, "disable_tqdm": True})
         trainer.train()
         metrics = trainer.evaluate()
         trainer.save_model(str(trial_dir / "model"))
         tune.report({METRIC: metrics[f"eval_{METRIC}"], "eval_loss": metrics["eval_loss"]})
 
-    trainable = tune.with_resources(tune.with_parameters(trial, train_data=train_data, eval_data=eval_data), {"cpu": 1})
+    trainable = tune.with_resources(trial, {"cpu": 1})
     tuner = tune.Tuner(
         trainable,
         param_space=space,

@@ -8,11 +8,9 @@ from dataclasses import dataclass
 import torch
 from transformers import BatchEncoding
 
-from .._constants import INPUT_IDS, MASK_TOKEN, PAD_TOKEN
+from .._constants import IGNORE_INDEX, INPUT_IDS, MASK_TOKEN, PAD_TOKEN
 from .._errors import InputError
 from ..vocab import validate_token_dictionary
-
-IGNORE_INDEX = -100  # label of positions that carry no loss
 
 
 class STFormerPreCollator:

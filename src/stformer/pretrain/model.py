@@ -8,8 +8,8 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
 
+from .._constants import IGNORE_INDEX
 from .._errors import InputError
-from .collator import IGNORE_INDEX
 
 LOSS_ROWS = 64  # masked positions per block: (64, vocab) logit tiles are cheap to allocate and convert
 
