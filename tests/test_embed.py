@@ -1,7 +1,9 @@
 import anndata as ad
 import numpy as np
 import pytest
+import torch
 from datasets import load_from_disk
+from transformers import BertModel
 
 from stformer import embed, write_embeddings
 from stformer.cli import main
@@ -13,8 +15,17 @@ def test_cell_embeddings_are_batch_size_invariant_and_mean_pooled(pretrained, to
     assert small["cells"].shape == (160, 32)
     np.testing.assert_allclose(small["cells"], big["cells"], atol=1e-5)
     assert list(big["cell_ids"]) == load_from_disk(str(token_dataset))["cell_id"]
-    # a gene's embedding is the mean of its hidden states: bounded by the cells' values range
-    assert big["genes"].shape == (len(big["gene_tokens"]), 32) and np.isfinite(big["genes"]).all()
+    # computed apart: each cell alone through the encoder (no padding), its last hidden states averaged
+    encoder = BertModel.from_pretrained(str(pretrained), add_pooling_layer=False).eval()
+    data = load_from_disk(str(token_dataset))
+    states = []
+    with torch.no_grad():
+        for ids in data["input_ids"]:
+            states.append(encoder(input_ids=torch.tensor([ids])).last_hidden_state[0].numpy())
+    np.testing.assert_allclose(big["cells"], np.stack([s.mean(0) for s in states]), atol=1e-4)
+    gene = big["gene_tokens"][3]  # a gene's embedding: its hidden state averaged over the cells expressing it
+    expected = np.mean([s[ids.index(gene)] for s, ids in zip(states, data["input_ids"], strict=True) if gene in ids], 0)
+    np.testing.assert_allclose(big["genes"][3], expected, atol=1e-4)
     first_layer = embed(pretrained, token_dataset, layer=0, progress=False)
     assert not np.allclose(first_layer["cells"], big["cells"])
     with pytest.raises(ValueError, match="layer must lie in"):

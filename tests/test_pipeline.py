@@ -53,7 +53,10 @@ def test_run_end_to_end_and_resume_one_stage(tmp_path, capsys):
     for name in ("metrics.json", "confusion_matrix.png", "umap.png", "training_curves.png"):
         assert (out / "report" / name).stat().st_size > 0
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    assert 0 <= metrics["logistic_regression_macro_f1"] <= 1 and "macro_f1" in metrics
+    expected = _independent_baseline(tmp_path, out, ["cells"], layer=None)
+    assert metrics["logistic_regression_macro_f1"] == pytest.approx(expected, abs=1e-9)
+    evaluation = json.loads((out / "classify" / "eval_metrics.json").read_text())
+    assert metrics["macro_f1"] == evaluation["macro_f1"] and f"| {metrics['macro_f1']:.3f} |" in summary
     (out / "report" / "summary.md").unlink()
     log = run_pipeline(load_run_config(path), progress=False)
     assert [s for s, v in log.items() if v != "skipped"] == ["report"]
@@ -100,13 +103,12 @@ def _two_slides(tmp_path):
         )
 
 
-def _independent_baseline(tmp_path, out):
-    """Logistic regression on log1p(CP10k) of the counts layer, vocabulary genes, the run's own split."""
-
-    adata = ad.concat({n: ad.read_h5ad(tmp_path / f"{n}.h5ad") for n in ("a", "b")}, label="file", index_unique=":")
+def _independent_baseline(tmp_path, out, files, layer):
+    """Logistic regression on log1p(CP10k) of ``layer`` (None: X), vocabulary genes, the run's own split."""
+    adata = ad.concat({n: ad.read_h5ad(tmp_path / f"{n}.h5ad") for n in files}, label="file", index_unique=":")
     names = zip(adata.obs["file"], adata.obs_names, strict=True)
     adata.obs_names = [f"{f}:{name.rsplit(':', 1)[0]}" for f, name in names]
-    counts = adata.layers["counts"].toarray()
+    counts = (adata.X if layer is None else adata.layers[layer]).toarray()
     vocab = json.loads((out / "vocab.json").read_text())
     genes = [i for i, g in enumerate(adata.var_names) if g in vocab]
     x = np.log1p(counts[:, genes] / counts.sum(1, keepdims=True) * 1e4)
@@ -137,7 +139,7 @@ def test_run_on_two_slides_sharing_barcodes_split_by_donor_and_retrained_when_se
     assert f"every cell of {len(held)} of the 6 `donor` groups ({', '.join(held)})" in summary
     assert "stratified" not in summary
     reported = json.loads((out / "report" / "metrics.json").read_text())["logistic_regression_macro_f1"]
-    assert reported == pytest.approx(_independent_baseline(tmp_path, out), abs=1e-9)
+    assert reported == pytest.approx(_independent_baseline(tmp_path, out, ["a", "b"], "counts"), abs=1e-9)
 
     # New pretraining settings: a new model of the new shape, trained for real steps.
     config["pretrain"]["hidden_size"] = 48

@@ -10,7 +10,6 @@ from synthetic import make_adata
 
 from stformer import build_token_dictionary, compute_gene_medians, tokenize_data
 from stformer._warnings import StformerWarning
-from stformer.tokenize.neighbors import spatial_graph
 
 
 def _setup(adata, path, **medians_kw):
@@ -157,7 +156,12 @@ def test_nproc_two_gives_the_same_dataset(tmp_path):
 
 
 def test_neighborhood_mode(tissue, tmp_path):
-    adata, path = tissue
+    adata, _ = tissue
+    adata.obsm["spatial"] = adata.obsm["spatial"] + np.random.default_rng(0).normal(
+        0, 0.01, adata.obsm["spatial"].shape
+    )
+    path = tmp_path / "jittered.h5ad"  # no ties between distances: the nearest cells are unambiguous
+    adata.write_h5ad(path)
     medians = compute_gene_medians(path, method="exact", progress=False)
     vocab = build_token_dictionary(medians)
     common = {"progress": False, "chunk_size": 50}
@@ -176,13 +180,12 @@ def test_neighborhood_mode(tissue, tmp_path):
     nb = load_from_disk(str(tmp_path / "nb"))
     spot = _tokens(tmp_path / "spot")
     X = adata.X.toarray()
-    graph = spatial_graph(adata.obsm["spatial"], adata.obs["sample"].to_numpy(), n_neighbors=4)
-    rows, cols = graph.nonzero()
-    samples = adata.obs["sample"].to_numpy()
-    assert len(rows) > 0 and (samples[rows] == samples[cols]).all()
+    coords, samples = adata.obsm["spatial"], adata.obs["sample"].to_numpy()
     for i in [0, 57, 119, 120, 239]:
         ids, start = nb[i]["input_ids"], nb[i]["neighbor_start"]
-        neighbors = graph[i].indices
+        distance = np.linalg.norm(coords - coords[i], axis=1)  # brute force, same sample only, not itself
+        distance[(samples != samples[i]) | (np.arange(len(coords)) == i)] = np.inf
+        neighbors = np.argsort(distance)[:4]
         summed = X[neighbors].sum(0, keepdims=True)
         nb_part = rank_value_reference(summed, list(adata.var_names), [summed.sum()], medians, vocab, 80 - start)[0]
         assert len(neighbors) == 4
