@@ -79,14 +79,11 @@ common = dict(
 if a.impl == "stformer":
     from stformer import BertForMaskedGenes, STFormerPretrainer
 
-    if a.stock_kernels:
-        import stformer._kernels
-
-        stformer._kernels.use_fast_kernels = lambda model: model  # measure the lever: keep stock kernels
-
     model = (BertForMaskedGenes if a.masked_only else BertForMaskedLM)(config)
     args = TrainingArguments(**common, train_sampling_strategy="random" if a.no_grouping else "group_by_length")
-    trainer = STFormerPretrainer(args, dataset, vocab, tmp / "lengths.pkl", model=model)
+    trainer = STFormerPretrainer(
+        args, dataset, vocab, tmp / "lengths.pkl", model=model, fast_kernels=not a.stock_kernels
+    )  # stock kernels: measure the lever
 else:
     from stFormer.pretrain.pretrainer import STFormerPretrainer
 

@@ -9,8 +9,11 @@ import torch.nn.functional as F
 import transformers
 from transformers import BertConfig, BertModel
 
-import stformer._kernels as kernels
-from stformer._kernels import ATTENTION, Dropout16, _BlockedAttention, stformer_attention, use_fast_kernels
+import stformer._kernels.attention as attention
+import stformer._kernels.native as kernels
+import stformer._kernels.passes as passes
+from stformer._kernels import ATTENTION, BertModelInPasses, Dropout16, stformer_attention, use_fast_kernels
+from stformer._kernels.attention import _BlockedAttention
 from stformer.classify.model import BertForCellClassification
 from stformer.pretrain.model import BertForMaskedGenes
 
@@ -150,8 +153,6 @@ def test_native_does_not_depend_on_the_thread_count():
 
 @pytest.mark.parametrize("case", ["left padding", "attention dropout", "fp32"])
 def test_uncovered_cases_go_to_sdpa(monkeypatch, case):
-    import stformer._kernels as attention
-
     calls = []
     monkeypatch.setattr(attention, "sdpa_attention_forward", lambda *a, **k: calls.append(1) or ("sdpa", None))
     dtype = torch.float32 if case == "fp32" else torch.bfloat16
@@ -235,6 +236,21 @@ def test_use_fast_kernels_swaps_dropout_only():
     assert after["embeddings.dropout"].p == 0.1
 
 
+def test_use_fast_kernels_is_reversible_and_keeps_the_weights():
+    torch.manual_seed(0)
+    model = BertModel(copy.deepcopy(CONFIG)).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(2, 300, (2, 20))
+    expected = model(input_ids=ids).last_hidden_state
+    use_fast_kernels(model)
+    assert type(model) is BertModelInPasses and model.config._attn_implementation == ATTENTION
+    use_fast_kernels(model, enabled=False)
+    assert type(model) is BertModel and model.config._attn_implementation == "sdpa"
+    assert not any(isinstance(m, Dropout16) for m in model.modules())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    torch.testing.assert_close(model(input_ids=ids).last_hidden_state, expected)
+
+
 @pytest.mark.parametrize(
     "model_class",
     [BertForMaskedGenes, BertForCellClassification, "BertForSequenceClassification", "BertForTokenClassification"],
@@ -244,8 +260,8 @@ def test_batches_encoded_in_passes_of_fewer_cells_give_the_same_outputs_and_grad
     model_class = getattr(transformers, model_class) if isinstance(model_class, str) else model_class
     torch.manual_seed(0)
     model = use_fast_kernels(model_class(copy.deepcopy(CONFIG)))
-    passes = []
-    model.bert.embeddings.register_forward_hook(lambda module, args, out: passes.append(tuple(out.shape[:2])))
+    shapes = []
+    model.bert.embeddings.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape[:2])))
     mask = torch.ones(5, 10, dtype=torch.long)
     mask[2:, 7:] = 0
     ids = torch.randint(2, 300, (5, 10)) * mask
@@ -267,11 +283,11 @@ def test_batches_encoded_in_passes_of_fewer_cells_give_the_same_outputs_and_grad
         return out, grads, layers
 
     whole, whole_grads, whole_layers = run()
-    assert passes == [(5, 10)] * 2
-    monkeypatch.setattr(kernels, "FORWARD_TOKENS", 20)  # two cells of width 10 per pass
-    passes.clear()
+    assert shapes == [(5, 10)] * 2
+    monkeypatch.setattr(passes, "FORWARD_TOKENS", 20)  # two cells of width 10 per pass
+    shapes.clear()
     chunked, chunked_grads, chunked_layers = run()
-    assert passes == [(2, 10), (2, 7), (1, 7)] * 2  # (cells, width) of each pass
+    assert shapes == [(2, 10), (2, 7), (1, 7)] * 2  # (cells, width) of each pass
     torch.testing.assert_close(chunked.loss, whole.loss)
     for key in ("logits", "predicted"):
         if key in whole:

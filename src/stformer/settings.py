@@ -128,31 +128,55 @@ class PretrainConfig:
     hidden_size: int = 256  # embedding width
     num_heads: int = 4  # attention heads (hidden_size must be a multiple)
     intermediate_size: int = 512  # feed-forward width
-    activation: str = "relu"
+    activation: str = "relu"  # feed-forward activation (a transformers ACT2FN name)
     max_length: int | None = None  # position embeddings; None: 2048, 4096 for neighborhood data
-    hidden_dropout: float = 0.02
+    hidden_dropout: float = 0.02  # dropout of embeddings and layer outputs
     attention_dropout: float = 0.0  # > 0 forces the slow unfused attention path
     batch_size: int = 12  # per device
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-3
-    lr_scheduler: str = "linear"
+    gradient_accumulation_steps: int = 1  # batches whose gradients add up to one optimizer step
+    learning_rate: float = 1e-3  # peak learning rate (AdamW)
+    lr_scheduler: str = "linear"  # learning-rate schedule after warmup (a transformers scheduler name)
     warmup_steps: int = 10_000  # capped to a tenth of the run
-    weight_decay: float = 0.001
-    epochs: float = 3.0
+    weight_decay: float = 0.001  # AdamW weight decay
+    epochs: float = 3.0  # passes over the training cells
     max_steps: int = -1  # > 0 overrides epochs
-    mlm_probability: float = 0.15
-    seed: int = 42
+    mlm_probability: float = 0.15  # share of real tokens masked (80% <mask>, 10% random gene, 10% unchanged)
+    seed: int = 42  # initialization, masking and batch order
     group_by_length: bool = True  # batches of similar length (less padding)
     bf16: bool | None = None  # None: on where bf16 is fast (CUDA with bf16, CPUs with AMX or AVX512-BF16)
-    gradient_checkpointing: bool = False
+    fast_kernels: bool = True  # stformer's CPU kernels (blocked bf16 attention, passes, cheaper dropout)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, slower)
     eval_fraction: float = 0.0  # held-out share of cells for eval loss
-    eval_steps: int = 500
-    logging_steps: int = 50
+    eval_steps: int = 500  # steps between eval losses (with eval_fraction > 0)
+    logging_steps: int = 50  # steps between log lines
     save_steps: int = 1000  # checkpoint interval (for --resume)
-    save_total_limit: int = 2
-    run_name: str = "pretrain"
+    save_total_limit: int = 2  # checkpoints kept
+    run_name: str = "pretrain"  # folder of this run under the output folder
     deepspeed: str | None = None  # DeepSpeed JSON config (needs deepspeed installed)
-    dataloader_num_workers: int = 0
+    dataloader_num_workers: int = 0  # data-loading processes (0: in the training process)
+
+    def __post_init__(self) -> None:
+        sizes = {
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "num_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "batch_size": self.batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+        }
+        small = [name for name, value in sizes.items() if value < 1]
+        if small:
+            msg = f"{small[0]} must be >= 1, got {sizes[small[0]]}"
+            raise InputError(msg)
+        if self.hidden_size % self.num_heads:
+            msg = f"hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})"
+            raise InputError(msg)
+        if not 0 < self.mlm_probability < 1 or not 0 <= self.eval_fraction < 1:
+            msg = (
+                f"mlm_probability must lie in (0, 1) and eval_fraction in [0, 1), got {self.mlm_probability} "
+                f"and {self.eval_fraction}"
+            )
+            raise InputError(msg)
 
 
 CLASSIFIER_TYPES = ("sequence", "token")
@@ -185,6 +209,7 @@ class ClassifyConfig:
     pooling: str = "mean"  # cells: "mean" of the final hidden states, standardized; "first": BERT's head
     class_weights: bool = False  # weight the loss by inverse class frequency
     gene_dropout: float | None = None  # cells: leave out each gene with this probability in training; None: 0.1
+    fast_kernels: bool = True  # stformer's CPU kernels for training and prediction (see stformer._kernels)
     seed: int = 42  # split, shuffles and training
     test_size: float = 0.2  # held-out share when train() splits the data
 

@@ -303,6 +303,7 @@ class GenericClassifier:
             compute_metrics=compute_metrics,
             compute_loss_func=self._weighted_loss(train_data, len(id_class)) if self.class_weights else None,
             callbacks=[CellStatisticsCallback()],
+            fast_kernels=self.fast_kernels,
         )
 
     def _collator(self, tokenizer):
@@ -422,7 +423,11 @@ class GenericClassifier:
         out.mkdir(parents=True, exist_ok=True)
         args = inference_arguments(str(out / "tmp_eval"), self.forward_batch_size)
         trainer = ClassifierTrainer(
-            model=model, args=args, data_collator=self._collator(tokenizer), processing_class=tokenizer
+            model=model,
+            args=args,
+            data_collator=self._collator(tokenizer),
+            processing_class=tokenizer,
+            fast_kernels=self.fast_kernels,
         )
         metrics = self._write_predictions(trainer, data, id_class, out)
         shutil.rmtree(out / "tmp_eval", ignore_errors=True)

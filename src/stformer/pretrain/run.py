@@ -152,6 +152,7 @@ def pretrain(
         train_lengths_file,
         model=model,
         mlm_probability=config.mlm_probability,
+        fast_kernels=config.fast_kernels,
         eval_dataset=evaluation,
     )
     if resume and last is None:
