@@ -1,9 +1,12 @@
-"""Facts about token datasets, read from Arrow without decoding examples."""
+"""Token datasets: facts read from Arrow without decoding examples, and padding of a batch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow.compute as pc
+import torch
 
 from ._constants import INPUT_IDS
 
@@ -26,3 +29,23 @@ def example_lengths(dataset) -> np.ndarray:
         for batch in dataset.with_format("arrow").iter(batch_size=10_000)
     ]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
+def pad_right(
+    sequences: Sequence[Sequence[int]], pad_id: int, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded on the right to ``width`` (default: the longest), and their attention mask.
+
+    Returns ``(input_ids, attention_mask)``, both (batch, width) int64; longer sequences are cut.
+
+    >>> pad_right([[5, 6, 7], [8]], 0)  # doctest: +SKIP
+    (tensor([[5, 6, 7], [8, 0, 0]]), tensor([[1, 1, 1], [1, 0, 0]]))
+    """
+    width = max((len(s) for s in sequences), default=0) if width is None else width
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        n = min(len(seq), width)
+        ids[row, :n] = torch.as_tensor(seq[:n], dtype=torch.long)
+        mask[row, :n] = 1
+    return ids, mask

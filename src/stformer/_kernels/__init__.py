@@ -62,7 +62,7 @@ def _register_recorded_outputs(module) -> None:
         from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
     except ImportError:  # transformers that read _can_record_outputs from the model itself
         return
-    _CAN_RECORD_REGISTRY[module] = module._can_record_outputs
+    dict.__setitem__(_CAN_RECORD_REGISTRY, str(module.__class__), module._can_record_outputs)  # keyed as 5.19-5.24 do
 
 
 class FastKernelsTrainer(Trainer):

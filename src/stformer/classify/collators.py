@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import DataCollatorWithPadding
+from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
 from .._constants import IGNORE_INDEX
 
@@ -42,8 +42,12 @@ class DataCollatorForCellClassification(DataCollatorWithPadding):
         return batch
 
 
-class DataCollatorForGeneClassification:
-    """Pad ``input_ids`` with the tokenizer and per-token ``labels`` with ``label_pad_token_id``."""
+class DataCollatorForGeneClassification(DataCollatorForTokenClassification):
+    """Pad ``input_ids`` with the tokenizer and per-token ``labels`` with ``label_pad_token_id``.
+
+    ``transformers``' ``DataCollatorForTokenClassification`` with the specification's signature;
+    sequences (and their labels) are cut to ``max_length`` and other columns are ignored.
+    """
 
     def __init__(
         self,
@@ -53,26 +57,19 @@ class DataCollatorForGeneClassification:
         label_pad_token_id: int = IGNORE_INDEX,
         return_tensors: str = "pt",
     ):
-        self.tokenizer = tokenizer
-        self.padding = padding
-        self.max_length = max_length
-        self.label_pad_token_id = label_pad_token_id
-        self.return_tensors = return_tensors
+        super().__init__(
+            tokenizer=tokenizer,
+            padding=padding,
+            max_length=max_length,
+            label_pad_token_id=label_pad_token_id,
+            return_tensors=return_tensors,
+        )
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Batch of (batch, seq) ``input_ids``, ``attention_mask`` and ``labels``."""
-        batch = self.tokenizer.pad(
-            _input_ids(features, self.max_length),
-            padding=self.padding,
-            max_length=self.max_length if self.padding == "max_length" else None,
-            return_tensors=self.return_tensors,
-        )
-        batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if "labels" in features[0]:
-            width = batch["input_ids"].shape[1]
-            labels = torch.full((len(features), width), self.label_pad_token_id, dtype=torch.long)
-            for row, f in enumerate(features):
-                values = list(f["labels"])[:width]
-                labels[row, : len(values)] = torch.tensor(values, dtype=torch.long)
-            batch["labels"] = labels
-        return batch
+        kept = _input_ids(features, self.max_length)
+        for item, feature in zip(kept, features, strict=True):
+            if "labels" in feature:
+                item["labels"] = list(feature["labels"])[: len(item["input_ids"])]
+        batch = super().__call__(kept)
+        return {key: batch[key] for key in ("input_ids", "attention_mask", "labels") if key in batch}

@@ -14,6 +14,7 @@ from transformers import AutoConfig, BertModel
 from .._cells import cell_ids
 from .._config import build_config
 from .._constants import CELL_ID, INPUT_IDS
+from .._datasets import example_lengths, pad_right
 from .._errors import InputError
 from .._files import atomic_path
 from ..settings import EmbedConfig
@@ -52,28 +53,24 @@ def embed(
     if INPUT_IDS not in data.column_names or len(data) == 0:
         msg = f"{dataset}: expected a non-empty token dataset with an {INPUT_IDS!r} column"
         raise InputError(msg)
-    config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
+    model_config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
     model = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False).eval()
-    n_layers = config.num_hidden_layers
+    n_layers, hidden_size, vocab_size = (
+        model_config.num_hidden_layers,
+        model_config.hidden_size,
+        model_config.vocab_size,
+    )
     if not -n_layers - 1 <= layer <= n_layers:
         msg = f"layer must lie in [{-n_layers - 1}, {n_layers}] for a {n_layers}-layer model, got {layer}"
         raise InputError(msg)
-    pad = config.pad_token_id or 0
-    lengths = np.array([len(x) for x in data[INPUT_IDS]])
-    order = np.argsort(-lengths, kind="stable")
-    cells = np.zeros((len(data), config.hidden_size), dtype=np.float32)
-    gene_sum = torch.zeros(config.vocab_size, config.hidden_size, dtype=torch.float64) if genes else None
-    gene_count = torch.zeros(config.vocab_size, dtype=torch.float64) if genes else None
+    order = np.argsort(-example_lengths(data), kind="stable")  # similar lengths together: little padding
+    cells = np.zeros((len(data), hidden_size), dtype=np.float32)
+    gene_sum = torch.zeros(vocab_size, hidden_size, dtype=torch.float64) if genes else None
+    gene_count = torch.zeros(vocab_size, dtype=torch.float64) if genes else None
     batches = range(0, len(data), batch_size)
     for start in tqdm(batches, desc="embed", unit="batch", disable=not progress):
         rows = order[start : start + batch_size]
-        sequences = data.select(rows)[INPUT_IDS]
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, seq in enumerate(sequences):
-            ids[i, : len(seq)] = torch.as_tensor(seq)
-            mask[i, : len(seq)] = 1
+        ids, mask = pad_right(data.select(rows)[INPUT_IDS], model_config.pad_token_id or 0)  # (batch, width)
         with torch.no_grad():
             hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)

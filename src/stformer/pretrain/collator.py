@@ -9,6 +9,7 @@ import torch
 from transformers import BatchEncoding
 
 from .._constants import IGNORE_INDEX, INPUT_IDS, MASK_TOKEN, PAD_TOKEN
+from .._datasets import pad_right
 from .._errors import InputError
 from ..vocab import validate_token_dictionary
 
@@ -82,11 +83,7 @@ class STFormerPreCollator:
         target = max_length or max((len(s) for s in sequences), default=0)
         if pad_to_multiple_of:
             target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
-        ids = torch.full((len(sequences), target), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), target), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-            mask[row, : len(seq)] = 1
+        ids, mask = pad_right(sequences, self.pad_token_id, target)
         if return_tensors == "pt":
             return BatchEncoding({INPUT_IDS: ids, "attention_mask": mask})
         return BatchEncoding({INPUT_IDS: ids.tolist(), "attention_mask": mask.tolist()})
