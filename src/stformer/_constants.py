@@ -8,6 +8,8 @@ SPECIAL_TOKENS = (PAD_TOKEN, MASK_TOKEN)
 INPUT_IDS = "input_ids"
 LENGTH = "length"
 NEIGHBOR_START = "neighbor_start"  # index where the neighborhood part of a sequence begins
+LABEL = "label"  # a cell's class id (cell classification)
+LABELS = "labels"  # per-token class ids (gene classification) and the model's label argument
 CELL_ID = "cell_id"  # "<file stem>:<obs name>", unique across input files
 OBS_NAME = "obs_name"  # the cell's name in its file
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from ._constants import MASK_TOKEN, PAD_TOKEN
+from ._constants import INPUT_IDS, MASK_TOKEN, PAD_TOKEN
 from ._errors import InputError
 from .vocab import load_token_dictionary, validate_token_dictionary
 
@@ -52,6 +52,6 @@ def build_custom_tokenizer(
         unk_token="<unk>",
         cls_token="<cls>",
         sep_token="<sep>",
-        model_input_names=["input_ids", "attention_mask"],
+        model_input_names=[INPUT_IDS, "attention_mask"],
         **({"model_max_length": model_max_length} if model_max_length else {}),
     )

@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._cells import cell_ids
-from ._constants import CELL_ID, STAGES, TARGET_SUM
+from ._constants import CELL_ID, LABEL, STAGES, TARGET_SUM
 from ._errors import InputError
 from ._figures import new_figure, save_figure
 from ._files import write_json
@@ -198,7 +198,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
     evaluation = load_from_disk(str(paths["eval"]))
     labeled = load_from_disk(str(paths["labeled"]))
     held_out = np.isin(np.asarray(labeled[CELL_ID]), np.asarray(evaluation[CELL_ID]))
-    labels = np.asarray(labeled["label"])
+    labels = np.asarray(labeled[LABEL])
     baseline = logistic_baseline(
         config.data,
         config.input,

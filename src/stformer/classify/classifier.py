@@ -12,7 +12,7 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
-from .._constants import IGNORE_INDEX
+from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS
 from .._datasets import example_lengths, token_id_range
 from .._errors import InputError, InputKeyError
 from .._files import atomic_path, write_json, write_pickle
@@ -144,7 +144,7 @@ class GenericClassifier:
             data = rename_cols(data, self.metadata_column)
             data, class_to_id = self._label_cells(data)
         else:
-            data = downsample_and_shuffle(data, self.max_examples, None, {"state_key": "input_ids"}, seed=self.seed)
+            data = downsample_and_shuffle(data, self.max_examples, None, {"state_key": INPUT_IDS}, seed=self.seed)
             data, class_to_id = label_classes(
                 "gene", data, self.gene_class_dict, self.token_dictionary_file, self.nproc
             )
@@ -164,13 +164,13 @@ class GenericClassifier:
     def _label_cells(self, data: Dataset) -> tuple[Dataset, dict]:
         if self.label_mapping is None:
             return label_classes("cell", data, None, None, self.nproc)
-        values = [str(v) for v in data["label"]]
+        values = [str(v) for v in data[LABEL]]
         unknown = sorted(set(values) - {str(k) for k in self.label_mapping})
         if unknown:
             msg = f"labels {unknown[:5]} are not in label_mapping; add them or filter them out"
             raise InputError(msg)
         mapping = {str(k): v for k, v in self.label_mapping.items()}
-        return data.remove_columns("label").add_column("label", [mapping[v] for v in values]), dict(self.label_mapping)
+        return data.remove_columns(LABEL).add_column(LABEL, [mapping[v] for v in values]), dict(self.label_mapping)
 
     # ----------------------------------------------------------- tokenizer
     def _load_tokenizer(self, name_or_path: str):
@@ -271,11 +271,11 @@ class GenericClassifier:
         candidate = path.with_name(path.name.replace("_labeled.dataset", "_id_class_dict.pkl"))
         if path.name.endswith("_labeled.dataset") and candidate.exists():
             return read_id_class_dict(candidate)
-        column = "label" if self.classifier_type == "sequence" else "labels"
+        column = LABEL if self.classifier_type == "sequence" else LABELS
         if column not in data.column_names:
             msg = f"{dataset_path}: no {column!r} column; prepare it with GenericClassifier.prepare_data"
             raise InputError(msg)
-        values = data[column] if column == "label" else [v for row in data[column] for v in row]
+        values = data[column] if column == LABEL else [v for row in data[column] for v in row]
         return {int(i): str(i) for i in sorted(set(values)) if i != IGNORE_INDEX}
 
     def _split(self, data: Dataset, eval_dataset, test_size: float) -> tuple[Dataset, Dataset]:
@@ -353,8 +353,8 @@ class GenericClassifier:
 
     def _weighted_loss(self, train_data: Dataset, n_classes: int):
         """Cross-entropy weighted by inverse class frequency (``class_weights=True``)."""
-        column = "label" if self.classifier_type == "sequence" else "labels"
-        values = np.asarray(train_data[column] if column == "label" else [v for r in train_data[column] for v in r])
+        column = LABEL if self.classifier_type == "sequence" else LABELS
+        values = np.asarray(train_data[column] if column == LABEL else [v for r in train_data[column] for v in r])
         counts = np.bincount(values[values != IGNORE_INDEX], minlength=n_classes).astype(float)
         weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / n_classes, dtype=torch.float)
 
@@ -407,11 +407,11 @@ class GenericClassifier:
         _refuse_existing(Path(output_directory) / METRICS, overwrite)
         id_class = read_id_class_dict(id_class_dict_file)
         data = load_from_disk(str(eval_dataset_path))
-        column = "label" if self.classifier_type == "sequence" else "labels"
+        column = LABEL if self.classifier_type == "sequence" else LABELS
         if column not in data.column_names:
             msg = f"{eval_dataset_path}: no {column!r} column to evaluate against"
             raise InputError(msg)
-        values = set(data[column]) if column == "label" else {v for row in data[column] for v in row}
+        values = set(data[column]) if column == LABEL else {v for row in data[column] for v in row}
         unseen = sorted(values - set(id_class) - {IGNORE_INDEX})
         if unseen:
             msg = f"{eval_dataset_path}: label ids {unseen[:5]} were not seen in training ({id_class_dict_file})"

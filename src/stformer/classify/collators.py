@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
-from .._constants import IGNORE_INDEX
+from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS
 
 
 def _input_ids(features: list[Mapping[str, Any]], max_length: int | None) -> list[dict]:
-    return [{"input_ids": list(f["input_ids"])[:max_length] if max_length else f["input_ids"]} for f in features]
+    return [{INPUT_IDS: list(f[INPUT_IDS])[:max_length] if max_length else f[INPUT_IDS]} for f in features]
 
 
 class DataCollatorForCellClassification(DataCollatorWithPadding):
@@ -29,16 +29,16 @@ class DataCollatorForCellClassification(DataCollatorWithPadding):
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Batch of (batch, seq) ``input_ids``/``attention_mask`` and (batch,) ``labels``."""
-        labels = [f["label"] for f in features if "label" in f]
+        labels = [f[LABEL] for f in features if LABEL in f]
         batch = self.tokenizer.pad(
             _input_ids(features, self.max_length),
             padding=self.padding,
             max_length=self.max_length if self.padding == "max_length" else None,
             return_tensors="pt",
         )
-        batch = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        batch = {INPUT_IDS: batch[INPUT_IDS], "attention_mask": batch["attention_mask"]}
         if labels:
-            batch["labels"] = torch.tensor(labels, dtype=torch.long)
+            batch[LABELS] = torch.tensor(labels, dtype=torch.long)
         return batch
 
 
@@ -69,7 +69,7 @@ class DataCollatorForGeneClassification(DataCollatorForTokenClassification):
         """Batch of (batch, seq) ``input_ids``, ``attention_mask`` and ``labels``."""
         kept = _input_ids(features, self.max_length)
         for item, feature in zip(kept, features, strict=True):
-            if "labels" in feature:
-                item["labels"] = list(feature["labels"])[: len(item["input_ids"])]
+            if LABELS in feature:
+                item[LABELS] = list(feature[LABELS])[: len(item[INPUT_IDS])]
         batch = super().__call__(kept)
-        return {key: batch[key] for key in ("input_ids", "attention_mask", "labels") if key in batch}
+        return {key: batch[key] for key in (INPUT_IDS, "attention_mask", LABELS) if key in batch}

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, load_from_disk
 
-from .._constants import IGNORE_INDEX
+from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS
 from .._errors import InputError, InputKeyError
 from ..vocab import load_token_dictionary
 
@@ -95,11 +95,11 @@ def downsample_and_shuffle(
 
 def rename_cols(data: Dataset, state_key: str) -> Dataset:
     """Rename column ``state_key`` to ``label``."""
-    if state_key == "label":
+    if state_key == LABEL:
         return data
-    if "label" in data.column_names:
-        data = data.remove_columns("label")
-    return data.rename_column(state_key, "label")
+    if LABEL in data.column_names:
+        data = data.remove_columns(LABEL)
+    return data.rename_column(state_key, LABEL)
 
 
 def flatten_list(l: Sequence[Sequence]) -> list[Any]:  # noqa: E741 - the specification's name
@@ -121,11 +121,11 @@ def label_classes(
     column (-100 elsewhere); examples without any labeled gene are dropped.
     """
     if classifier == "cell":
-        values = _column(data, "label")
+        values = _column(data, LABEL)
         classes = sorted(set(values.tolist()), key=str)
         class_to_id = {c: i for i, c in enumerate(classes)}
         ids = [class_to_id[v] for v in values.tolist()]
-        return data.remove_columns("label").add_column("label", ids), class_to_id
+        return data.remove_columns(LABEL).add_column(LABEL, ids), class_to_id
     if classifier != "gene":
         msg = f"classifier must be 'cell' or 'gene', got {classifier!r}"
         raise InputError(msg)
@@ -151,8 +151,8 @@ def label_classes(
     lookup[list(token_class)] = list(token_class.values())
 
     def label(batch: dict) -> dict:
-        return {"labels": [lookup[np.asarray(ids)].tolist() for ids in batch["input_ids"]]}
+        return {LABELS: [lookup[np.asarray(ids)].tolist() for ids in batch[INPUT_IDS]]}
 
     data = data.map(label, batched=True, num_proc=nproc if len(data) >= 20_000 else None)
-    has_label = [any(v != IGNORE_INDEX for v in row) for row in data["labels"]]
+    has_label = [any(v != IGNORE_INDEX for v in row) for row in data[LABELS]]
     return data.select(np.flatnonzero(has_label)), class_to_id

@@ -8,6 +8,7 @@ import torch
 from transformers import BertForSequenceClassification, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .._constants import INPUT_IDS
 from .._errors import InputError
 from ..settings import POOLINGS
 
@@ -97,7 +98,7 @@ class BertForCellClassification(BertForSequenceClassification):
         sums = torch.zeros(3, self.config.hidden_size, dtype=torch.float64, device=device)  # n, sum, sum of squares
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for batch in batches:
-                pooled = self.mean_pooled(batch["input_ids"].to(device), batch["attention_mask"].to(device)).double()
+                pooled = self.mean_pooled(batch[INPUT_IDS].to(device), batch["attention_mask"].to(device)).double()
                 sums += torch.stack([torch.full_like(pooled[0], len(pooled)), pooled.sum(0), pooled.square().sum(0)])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(sums)

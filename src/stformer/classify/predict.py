@@ -8,6 +8,7 @@ import numpy as np
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 
+from .._constants import INPUT_IDS, LENGTH
 from .trainer import ClassifierTrainer, inference_arguments, predict_in_length_order
 
 
@@ -35,12 +36,12 @@ def predict_from_checkpoint(
     workers = min(num_workers, len(os.sched_getaffinity(0)))
     args = inference_arguments(str(model_dir), batch_size, num_workers=workers)
     trainer = ClassifierTrainer(model=model, args=args, data_collator=collator, processing_class=tokenizer)
-    columns = [c for c in data.column_names if c not in ("input_ids", "length")]
+    columns = [c for c in data.column_names if c not in (INPUT_IDS, LENGTH)]
     logits, _ = predict_in_length_order(trainer, data.remove_columns(columns))
     predicted = logits.argmax(-1)
     if classifier_type == "sequence":
         result = predicted.tolist()
     else:
-        lengths = [len(x) for x in data["input_ids"]]
+        lengths = [len(x) for x in data[INPUT_IDS]]
         result = [row[:n].tolist() for row, n in zip(predicted, lengths, strict=True)]
     return (result, logits) if return_logits else result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from datasets import Dataset
 
-from .._constants import IGNORE_INDEX
+from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS
 from .._errors import InputError, InputKeyError
 
 
@@ -13,7 +13,7 @@ def split_cells(data: Dataset, test_size: float, seed: int, group_column: str | 
     """Stratified train/test split of cells; with ``group_column`` no group spans both sides."""
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-    labels = np.asarray(data["label"])
+    labels = np.asarray(data[LABEL])
     counts = np.bincount(labels)
     if (counts[counts > 0] < 2).any():
         rare = np.flatnonzero((counts > 0) & (counts < 2)).tolist()
@@ -39,8 +39,8 @@ def split_cells(data: Dataset, test_size: float, seed: int, group_column: str | 
 def split_genes(data: Dataset, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
     """Split the *genes* of each class: training sees only train genes' labels, evaluation only test genes'."""
     rng = np.random.default_rng(seed)
-    ids = [np.asarray(x) for x in data["input_ids"]]
-    labels = [np.asarray(x) for x in data["labels"]]
+    ids = [np.asarray(x) for x in data[INPUT_IDS]]
+    labels = [np.asarray(x) for x in data[LABELS]]
     gene_class = {}
     for seq, lab in zip(ids, labels, strict=True):
         for gene, cls in zip(seq[lab != IGNORE_INDEX], lab[lab != IGNORE_INDEX], strict=True):
@@ -58,17 +58,17 @@ def split_genes(data: Dataset, test_size: float, seed: int) -> tuple[Dataset, Da
     def relabel(keep_test: bool):
         def fn(batch):
             out = []
-            for seq, lab in zip(batch["input_ids"], batch["labels"], strict=True):
+            for seq, lab in zip(batch[INPUT_IDS], batch[LABELS], strict=True):
                 seq, lab = np.asarray(seq), np.asarray(lab).copy()
                 lab[np.isin(seq, test_array) != keep_test] = IGNORE_INDEX
                 out.append(lab.tolist())
-            return {"labels": out}
+            return {LABELS: out}
 
         return fn
 
     parts = []
     for keep_test in (False, True):
         part = data.map(relabel(keep_test), batched=True)
-        has = [any(v != IGNORE_INDEX for v in row) for row in part["labels"]]
+        has = [any(v != IGNORE_INDEX for v in row) for row in part[LABELS]]
         parts.append(part.select(np.flatnonzero(has)))
     return parts[0], parts[1]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import BatchEncoding
 
-from .._constants import IGNORE_INDEX, INPUT_IDS, MASK_TOKEN, PAD_TOKEN
+from .._constants import IGNORE_INDEX, INPUT_IDS, LABELS, MASK_TOKEN, PAD_TOKEN
 from .._datasets import pad_right
 from .._errors import InputError
 from ..vocab import validate_token_dictionary
@@ -26,7 +26,7 @@ class STFormerPreCollator:
             [3, 0]])
     """
 
-    model_input_names = ("input_ids", "attention_mask")
+    model_input_names = (INPUT_IDS, "attention_mask")
     padding_side = "right"
 
     def __init__(self, token_dict: Mapping[str, int]):
@@ -163,7 +163,7 @@ class DataCollatorForMaskedGenes:
             pad_to_multiple_of=self.pad_to_multiple_of,
         )
         input_ids, labels = mask_genes(batch[INPUT_IDS], self.special_ids, self.gene_ids, self.mlm_probability)
-        return {INPUT_IDS: input_ids, "attention_mask": batch["attention_mask"], "labels": labels}
+        return {INPUT_IDS: input_ids, "attention_mask": batch["attention_mask"], LABELS: labels}
 
 
 def special_and_gene_ids(tokenizer: STFormerPreCollator) -> tuple[torch.Tensor, torch.Tensor]:

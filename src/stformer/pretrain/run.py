@@ -17,7 +17,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .._config import build_config, load_config_file
-from .._constants import LENGTHS_FILE, NEIGHBOR_START, VOCAB_FILE
+from .._constants import LENGTHS_FILE, NEIGHBOR_START, PAD_TOKEN, VOCAB_FILE
 from .._errors import InputError
 from .._files import write_json, write_pickle
 from .._hardware import bf16_is_fast
@@ -133,7 +133,7 @@ def pretrain(
     model = BertForMaskedGenes(
         bert_config(
             len(vocab),
-            vocab["<pad>"],
+            vocab[PAD_TOKEN],
             num_layers=config.num_layers,
             hidden_size=config.hidden_size,
             num_heads=config.num_heads,

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import RandomSampler, Sampler
 from transformers import TrainingArguments
 
-from .._constants import INPUT_IDS
+from .._constants import INPUT_IDS, LABELS
 from .._datasets import token_id_range
 from .._errors import InputError
 from .._files import safe_load_pickle
@@ -149,12 +149,12 @@ class STFormerPretrainer(FastKernelsTrainer):
 
     def _masked(self, inputs: dict, training: bool) -> dict:
         """``inputs`` with masked ``input_ids`` and ``labels``, unless the collator masked them."""
-        if "labels" in inputs:
+        if LABELS in inputs:
             return inputs
         ids = inputs[INPUT_IDS]
         generator = self._mask_generator(ids.device, training)
         masked, labels = mask_genes(ids, self._special_ids, self._gene_ids, self.mlm_probability, generator)
-        return {**inputs, INPUT_IDS: masked, "labels": labels}
+        return {**inputs, INPUT_IDS: masked, LABELS: labels}
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Mask evaluation batches (deterministically) so that the eval loss is computed."""
@@ -163,7 +163,7 @@ class STFormerPretrainer(FastKernelsTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Mask the batch (unless done), then the Trainer loss; counts masked tokens predicted right."""
         inputs = self._masked(inputs, model.training)
-        labels = inputs["labels"]
+        labels = inputs[LABELS]
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:
             with torch.no_grad():
