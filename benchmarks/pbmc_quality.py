@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 from datasets import load_from_disk
 
-from stformer import load_token_dictionary
+from stformer import InputOptions, load_token_dictionary
 from stformer.classify import GenericClassifier
 from stformer.report import logistic_baseline
-from stformer.tokenize._common import InputOptions
 
 p = argparse.ArgumentParser()
 p.add_argument("run", type=Path, help="a `stformer run` output directory (tokens/, pretrain/<name>/model)")

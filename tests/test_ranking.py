@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from stformer.tokenize._sources import ColumnMap
+from stformer.tokenize._genes import ColumnMap
 from stformer.tokenize.ranking import concat_ragged, neighbor_sums, rank_value_encode, scale_rows
 
 

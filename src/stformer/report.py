@@ -39,7 +39,8 @@ def expression_of(
     rows asked for are read, and the result stays sparse.
     """
     from .tokenize._common import chunk_totals, gene_ids_of, stored_totals
-    from .tokenize._sources import ColumnMap, find_data_files, open_source
+    from .tokenize._genes import ColumnMap
+    from .tokenize._sources import find_data_files, open_source
     from .tokenize.ranking import scale_rows
 
     found = np.full(len(ids), -1)

@@ -10,7 +10,8 @@ import scipy.sparse as sp
 from .._errors import InputError
 from .._warnings import StformerWarning
 from ..settings import InputOptions
-from ._sources import CountSource, map_gene_ids
+from ._genes import map_gene_ids
+from ._sources import CountSource
 
 
 def gene_ids_of(source: CountSource, options: InputOptions) -> np.ndarray:

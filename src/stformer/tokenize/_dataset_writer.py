@@ -6,11 +6,15 @@ import json
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from datasets import Dataset, Features
 from datasets.fingerprint import generate_random_fingerprint
 
+from .._constants import INPUT_IDS, LENGTH, NEIGHBOR_START
 from .._errors import InputError
+from ._encode import EncodedChunk
+from ._plan import arrow_values
 
 
 class DatasetWriter:
@@ -81,3 +85,17 @@ class DatasetWriter:
             self.close()
         else:
             self._close_shard()
+
+
+def chunk_table(result: EncodedChunk, schema: dict[str, pa.DataType]) -> pa.Table:
+    """An encoded chunk as an Arrow table: token lists, lengths, neighbor starts and metadata (typed by ``schema``)."""
+    offsets = np.concatenate([[0], np.cumsum(result.lengths)]).astype(np.int32)
+    columns = {
+        INPUT_IDS: pa.ListArray.from_arrays(pa.array(offsets), pa.array(result.tokens)),
+        LENGTH: pa.array(result.lengths, type=pa.int64()),
+    }
+    if result.neighbor_start is not None:
+        columns[NEIGHBOR_START] = pa.array(result.neighbor_start, type=pa.int64())
+    for name, values in result.metadata.items():
+        columns[name] = arrow_values(values).cast(schema.get(name, pa.string()))
+    return pa.table(columns)

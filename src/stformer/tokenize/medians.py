@@ -14,7 +14,8 @@ from .._errors import InputError
 from .._files import write_mapping
 from ..settings import MediansConfig
 from ._common import check_counts, chunk_totals, gene_ids_of, stored_totals
-from ._sources import ColumnMap, find_data_files, open_source
+from ._genes import ColumnMap
+from ._sources import find_data_files, open_source
 from .ranking import scale_rows
 
 __all__ = ["compute_gene_medians", "write_gene_medians"]
