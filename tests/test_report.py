@@ -2,8 +2,8 @@ import numpy as np
 import scipy.sparse as sp
 from synthetic import make_adata
 
+from stformer import InputOptions
 from stformer.report import expression_of, logistic_baseline, stratified_subsample
-from stformer.tokenize._common import InputOptions
 
 
 def test_stratified_subsample_keeps_class_proportions():
