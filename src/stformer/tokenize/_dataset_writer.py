@@ -1,4 +1,13 @@
-"""Stream Arrow tables into a folder that ``datasets.load_from_disk`` opens, with no second copy."""
+"""Stream Arrow tables into a folder that ``datasets.load_from_disk`` opens, with no second copy.
+
+Why not the library's public path: measured with ``benchmarks/bench_dataset_writer.py`` (20,000
+cells x 2,000 tokens, 2-core Intel Xeon with AVX512-BF16 and AMX, 2026-12-02), this writer takes
+0.86 s and 0.21 GB; ``Dataset(table) + save_to_disk`` 3.2 s and 0.40 GB with memory growing with
+the cells (every table at once); ``Dataset.from_generator + save_to_disk`` 3.2 s, building rows in
+Python and writing the data twice. The metadata files it writes (``state.json``,
+``dataset_info.json``) come from the installed ``datasets`` itself (an empty dataset of the same
+features saved beside), and the tests open every result with ``load_from_disk``.
+"""
 
 from __future__ import annotations
 
