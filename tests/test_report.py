@@ -3,7 +3,8 @@ import scipy.sparse as sp
 from synthetic import make_adata
 
 from stformer import InputOptions
-from stformer.report import expression_of, logistic_baseline, stratified_subsample
+from stformer.report import logistic_baseline, stratified_subsample
+from stformer.tokenize import read_expression
 
 
 def test_stratified_subsample_keeps_class_proportions():
@@ -21,7 +22,7 @@ def test_baseline_reads_only_the_asked_cells_of_the_chosen_layer(tmp_path):
     adata.write_h5ad(tmp_path / "s.h5ad")
     vocab = {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(adata.var_names[:20])}}
     ids = np.array(["s:cell7", "s:cell2", "s:cell30"])
-    x = expression_of([tmp_path / "s.h5ad"], InputOptions(layer="counts"), vocab, ids).toarray()
+    x = read_expression([tmp_path / "s.h5ad"], InputOptions(layer="counts"), vocab, ids).toarray()
     counts = adata.layers["counts"].toarray()
     expected = np.log1p(counts[[7, 2, 30], :20] / counts[[7, 2, 30]].sum(1, keepdims=True) * 1e4)
     np.testing.assert_allclose(x[:, 2:], expected, rtol=1e-6)

@@ -17,31 +17,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ._constants import STAGES
-from ._errors import InputError, InputKeyError
 from ._files import atomic_path, write_json
 from .settings import RunConfig, load_run_config
 
 
 def check_inputs(config: RunConfig) -> None:
-    """Fail before any long work: missing files or columns, unknown gene ids."""
-    from .tokenize._common import gene_ids_of
-    from .tokenize._sources import find_data_files, open_source
+    """Fail before any long work: missing files, missing columns a stage reads, unknown gene ids."""
+    from .tokenize import check_input_files
 
-    options = config.input
-    columns = config.carried_columns()
-    for path in find_data_files(config.data):
-        with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
-            for column in columns:
-                if src.obs_column(column) is None:
-                    role = "label_column" if column == config.label_column else "a column the classify section uses"
-                    msg = f"{path}: obs column {column!r} ({role}) not found"
-                    raise InputKeyError(msg)
-            if not (gene_ids_of(src, options) != "").any():
-                msg = (
-                    f"{path}: none of its gene identifiers (like {list(src.raw_gene_ids[:3])}) is known to "
-                    "the gene_mapping; check gene_id_column and the mapping"
-                )
-                raise InputError(msg)
+    roles = {c: "a column the classify section uses" for c in config.carried_columns()}
+    roles[config.label_column] = "label_column"
+    check_input_files(config.data, config.input, roles)
 
 
 def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progress: bool = True) -> dict:
@@ -158,8 +144,15 @@ def _classify(config: RunConfig, paths: dict) -> None:
 
     settings = config.classify_settings()
     classifier = GenericClassifier.from_config(settings)
-    data, _ = classifier.prepare_data(str(paths["tokenize"]), str(paths["classify"]), "cells")
-    classifier.train(str(paths["pretrain"]), data, str(paths["classify"]), test_size=settings.test_size, overwrite=True)
+    data, labels = classifier.prepare_data(str(paths["tokenize"]), str(paths["classify"]), "cells")
+    classifier.train(
+        str(paths["pretrain"]),
+        data,
+        str(paths["classify"]),
+        test_size=settings.test_size,
+        id_class_dict_file=labels,
+        overwrite=True,
+    )
 
 
 def _embed(config: RunConfig, paths: dict, progress: bool) -> None:

@@ -11,15 +11,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
-from ._cells import cell_ids
-from ._constants import CELL_ID, LABEL, STAGES, TARGET_SUM
-from ._errors import InputError
+from ._constants import CELL_ID, LABEL, STAGES
 from ._figures import new_figure, save_figure
 from ._files import write_json
-from .tokenize._common import InputOptions
+from .settings import InputOptions
+from .tokenize import read_expression
 from .vocab import load_token_dictionary
 
 PACKAGES = ("stformer", "torch", "transformers", "datasets", "anndata", "numpy", "scikit-learn")
@@ -27,49 +24,6 @@ PACKAGES = ("stformer", "torch", "transformers", "datasets", "anndata", "numpy",
 
 BASELINE_MAX_TRAIN = 50_000  # training cells of the logistic-regression baseline (stratified subsample)
 BASELINE_CHUNK = 50_000  # held-out cells read and predicted at once
-
-
-def expression_of(
-    data: Sequence[str | Path], options: InputOptions, vocab: Mapping[str, int], ids: np.ndarray
-) -> sp.csr_matrix:
-    """log1p(CP10k) expression (cells, vocabulary) of the cells ``ids`` (unique cell ids), in that order.
-
-    Read as the tokenizer reads them: the same matrix (``options.layer``), gene identifiers,
-    mapping, duplicate rule and cell totals; the columns are the vocabulary's genes. Only the
-    rows asked for are read, and the result stays sparse.
-    """
-    from .tokenize._common import chunk_totals, gene_ids_of, stored_totals
-    from .tokenize._genes import ColumnMap
-    from .tokenize._sources import find_data_files, open_source
-    from .tokenize.ranking import scale_rows
-
-    found = np.full(len(ids), -1)
-    parts, where = [], []
-    for path in find_data_files(data):
-        with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
-            rows = pd.Index(cell_ids(path, src.obs_names())).get_indexer(ids)  # (ids,) row in this file or -1
-            wanted = np.flatnonzero(rows >= 0)
-            if len(wanted) == 0:
-                continue
-            wanted = wanted[np.argsort(rows[wanted])]
-            counts = src.take_rows(rows[wanted])  # (wanted, file genes), rows ascending
-            gene_ids = gene_ids_of(src, options)
-            known = {g: vocab[g] for g in gene_ids if g in vocab}
-            columns = ColumnMap.build(gene_ids, known, len(vocab), duplicates=options.duplicate_genes)
-            totals = chunk_totals(stored_totals(src, options), counts, rows[wanted])
-            scaled = scale_rows(columns.apply(counts)[0], TARGET_SUM / np.maximum(totals, 1))
-            scaled.data = np.log1p(scaled.data)
-            parts.append(scaled)
-            where.append(wanted)
-            found[wanted] = 1
-    if (found < 0).any():
-        missing = ids[found < 0][:3].tolist()
-        msg = f"cells {missing} are in the token dataset but in none of the input files {list(map(str, data))}"
-        raise InputError(msg)
-    matrix = sp.vstack(parts).tocsr()
-    order = np.empty(len(ids), dtype=np.int64)
-    order[np.concatenate(where)] = np.arange(len(ids))
-    return matrix[order]
 
 
 def stratified_subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -104,12 +58,12 @@ def logistic_baseline(
 
     train_ids, train_labels = train
     chosen = stratified_subsample(np.asarray(train_labels), max_train)
-    x = expression_of(data, options, vocab, np.asarray(train_ids)[chosen])
+    x = read_expression(data, options, vocab, np.asarray(train_ids)[chosen])
     model = LogisticRegression(max_iter=2000).fit(x, np.asarray(train_labels)[chosen])
     test_ids, test_labels = np.asarray(test[0]), np.asarray(test[1])
     predicted = np.concatenate(
         [
-            model.predict(expression_of(data, options, vocab, test_ids[lo : lo + BASELINE_CHUNK]))
+            model.predict(read_expression(data, options, vocab, test_ids[lo : lo + BASELINE_CHUNK]))
             for lo in range(0, len(test_ids), BASELINE_CHUNK)
         ]
     )

@@ -202,9 +202,14 @@ class GenericClassifier:
         test_size: float = 0.2,
         tokenizer_name_or_path: str | None = None,
         *,
+        id_class_dict_file: str | None = None,
         overwrite: bool = False,
     ):
         """Fine-tune ``model_checkpoint`` on a dataset from :meth:`prepare_data`; return the ``Trainer``.
+
+        Class names come from ``id_class_dict_file`` (the second path :meth:`prepare_data`
+        returns); without it, from the ``{prefix}_id_class_dict.pkl`` beside a
+        ``{prefix}_labeled.dataset``, else the class ids stand for themselves.
 
         Without ``eval_dataset`` the data are split (``test_size``): stratified by class for
         cells, optionally by ``split_column`` groups; by genes for gene classification. Writes
@@ -219,7 +224,7 @@ class GenericClassifier:
         _refuse_existing(out / MODEL_DIR, overwrite)
         out.mkdir(parents=True, exist_ok=True)
         data = load_from_disk(str(dataset_path))
-        id_class = self._id_class(dataset_path, data)
+        id_class = read_id_class_dict(id_class_dict_file) if id_class_dict_file else self._id_class(dataset_path, data)
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_checkpoint)
         check_vocabulary(model_checkpoint, data)
         train_data, eval_data = self._split(data, eval_dataset, test_size)
