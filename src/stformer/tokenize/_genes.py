@@ -43,10 +43,7 @@ class ColumnMap:
         weights: dict[str, float] | None = None,
         source: str = "",
     ) -> ColumnMap:
-        """Map identifiers onto ``targets``; ``duplicates`` is ``"sum"``, ``"first"`` or ``"error"``."""
-        if duplicates not in ("sum", "first", "error"):
-            msg = f"duplicate_genes must be 'sum', 'first' or 'error', got {duplicates!r}"
-            raise InputError(msg)
+        """Map identifiers onto ``targets``; ``duplicates``: ``"sum"``, ``"first"`` or ``"error"`` (as InputOptions)."""
         target = np.fromiter((targets.get(g, -1) for g in gene_ids), np.int32, len(gene_ids))
         kept = target >= 0
         repeated = kept & pd.Series(target).duplicated().to_numpy()
