@@ -39,7 +39,7 @@ def test_a_new_field_reaches_the_api_the_cli_and_a_run_config(monkeypatch):
 def test_every_command_offers_every_field_of_its_settings():
     from dataclasses import fields
 
-    from stformer.settings import ClassifyConfig, MediansConfig, PretrainConfig, TokenizerConfig
+    from stformer.settings import ClassifyConfig, MediansConfig, PerturbConfig, PretrainConfig, TokenizerConfig
 
     commands = {
         "medians": MediansConfig,
@@ -47,6 +47,7 @@ def test_every_command_offers_every_field_of_its_settings():
         "pretrain": PretrainConfig,
         "classify": ClassifyConfig,
         "embed": EmbedConfig,
+        "perturb": PerturbConfig,
     }
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     for command, cls in commands.items():

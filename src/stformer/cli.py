@@ -20,7 +20,7 @@ from ._config import add_dataclass_options, config_from_cli
 from ._constants import STAGES
 from ._errors import InputError
 from ._files import write_json
-from .settings import ClassifyConfig, EmbedConfig, MediansConfig, PretrainConfig, TokenizerConfig
+from .settings import ClassifyConfig, EmbedConfig, MediansConfig, PerturbConfig, PretrainConfig, TokenizerConfig
 
 
 def _medians(args: argparse.Namespace) -> None:
@@ -109,11 +109,22 @@ def _classify(args: argparse.Namespace) -> None:
 
 
 def _embed(args: argparse.Namespace) -> None:
-    from .embed import embed, write_embeddings
+    from .embedding import embed, write_embeddings
 
     result = embed(args.model, args.data, config_from_cli(EmbedConfig, args, args.config), progress=not args.quiet)
     write_embeddings(result, args.out, h5ad=args.h5ad, h5ad_out=args.h5ad_out, overwrite=args.overwrite)
     print(f"wrote embeddings of {len(result['cells'])} cells to {args.out}")
+
+
+def _perturb(args: argparse.Namespace) -> None:
+    from .perturbation import perturb
+
+    genes = perturb(
+        args.model, args.data, args.out, config_from_cli(PerturbConfig, args, args.config), overwrite=args.overwrite
+    )
+    shown = [c for c in ("gene", "symbol", "n_cells", "cosine_similarity_mean", "p_value", "fdr") if c in genes]
+    print(genes[shown].head(20).to_string(index=False))
+    print(f"wrote {len(genes)} genes to {args.out}/genes.csv ({genes.attrs['skipped']} perturbations changed nothing)")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -195,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--h5ad-out", type=Path, help="where to write that copy (default: *_stformer.h5ad)")
     _add_output_flags(p)
     add_dataclass_options(p, EmbedConfig)
+
+    p = _command(
+        sub,
+        "perturb",
+        "in silico perturbation screen: which genes move cells, and toward what",
+        _perturb,
+        PerturbConfig,
+    )
+    p.add_argument("data", type=Path, help="token dataset")
+    p.add_argument("--model", required=True, type=Path, help="pretrained or fine-tuned model folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder (genes.csv, cells.parquet, perturbation.png)")
+    _add_output_flags(p, quiet=False)
+    add_dataclass_options(p, PerturbConfig)
 
     p = _command(sub, "run", "every stage from h5ad/loom to a classifier, embeddings and a report", _run)
     p.add_argument("config", type=Path, help="YAML/JSON run config (see examples/pbmc.yaml)")

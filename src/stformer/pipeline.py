@@ -156,7 +156,7 @@ def _classify(config: RunConfig, paths: dict) -> None:
 
 
 def _embed(config: RunConfig, paths: dict, progress: bool) -> None:
-    from .embed import embed, write_embeddings
+    from .embedding import embed, write_embeddings
 
     result = embed(paths["pretrain"], paths["tokenize"], config.embed, progress=progress)
     write_embeddings(result, paths["embed"], overwrite=True)

@@ -254,6 +254,53 @@ class EmbedConfig:
             raise InputError(msg)
 
 
+PERTURBATIONS = ("delete", "overexpress", "inhibit", "activate")
+
+
+@dataclass
+class PerturbConfig:
+    """Settings of :func:`~stformer.perturb` and ``stformer perturb``: an in silico perturbation screen."""
+
+    perturbation: str = "delete"  # "delete", "overexpress", "inhibit" or "activate" (see perturb_sequence)
+    genes: list[str] | str = "all"  # "all": every gene a cell expresses, one at a time; or gene ids/symbols
+    together: bool = False  # perturb the listed genes together, not each alone
+    anchor_gene: str | None = None  # perturb this gene together with each other gene of the cell
+    fraction: float = 0.25  # inhibit/activate: ranks moved, as a share of the cell's length
+    filter: dict[str, Any] | None = None  # {obs column: allowed value or values} of the cells perturbed
+    state_column: str | None = None  # column of the cell states (goal shifts need it)
+    start_state: str | None = None  # perturb cells of this state only
+    goal_state: str | None = None  # report the shift toward the mean embedding of these cells
+    alt_states: list[str] | None = None  # also the shift toward each of these states
+    max_cells: int | None = 100  # perturb at most this many cells (a seeded draw)
+    null_per_cell: int = 20  # random expressed genes perturbed per cell for the null distribution
+    gene_mapping: dict[str, str] | str | None = None  # symbol -> Ensembl id (dict or file), to accept symbols
+    layer: int = -1  # hidden layer compared (-1 the last)
+    batch_size: int = 32  # sequences per forward pass
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    seed: int = 42  # cell draw and null genes
+
+    def __post_init__(self) -> None:
+        if self.perturbation not in PERTURBATIONS:
+            msg = f"perturbation must be one of {PERTURBATIONS}, got {self.perturbation!r}"
+            raise InputError(msg)
+        if isinstance(self.genes, str) and self.genes != "all":
+            self.genes = [g for g in self.genes.split(",") if g]
+        if self.goal_state is not None and self.state_column is None:
+            msg = "goal_state needs state_column (the column holding each cell's state)"
+            raise InputError(msg)
+        if isinstance(self.alt_states, str):
+            self.alt_states = [s for s in self.alt_states.split(",") if s]
+        if not 0 < self.fraction <= 1 or self.batch_size < 1 or self.null_per_cell < 0:
+            msg = (
+                f"fraction must lie in (0, 1], batch_size >= 1 and null_per_cell >= 0; got {self.fraction}, "
+                f"{self.batch_size} and {self.null_per_cell}"
+            )
+            raise InputError(msg)
+        if self.device not in ("auto", "cpu", "cuda"):
+            msg = f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"
+            raise InputError(msg)
+
+
 @dataclass
 class RunConfig:
     """Settings of ``stformer run``: the inputs, the label to classify, and one typed section per stage.
