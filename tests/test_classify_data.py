@@ -40,6 +40,9 @@ def test_load_and_filter(tmp_path):
         load_and_filter({"tissue": "x"}, 1, data)
     with pytest.raises(ValueError, match="no examples left"):
         load_and_filter({"donor": "d9"}, 1, data)
+    numbered = data.add_column("cluster", [3, 7, 3, 7, 11, 3])
+    assert load_and_filter({"cluster": "3"}, 1, numbered)["cluster"] == [3, 3, 3]  # a command line's "3" is 3
+    assert load_and_filter({"cluster": [7, 11]}, 1, numbered)["cluster"] == [7, 7, 11]
 
 
 def test_remove_rare():

@@ -34,6 +34,19 @@ def _column(data: Dataset, key: str) -> np.ndarray:
     return np.asarray(data[key], dtype=object)
 
 
+def matching_rows(data: Dataset, filter_data: dict) -> np.ndarray:
+    """Indices (sorted) of the examples whose columns hold an allowed value of ``filter_data``.
+
+    ``filter_data`` maps a column to an allowed value or list of values; values compare as text,
+    so ``1`` and ``"1"`` (as a command line gives it) match alike.
+    """
+    keep = np.ones(len(data), dtype=bool)
+    for key, allowed in filter_data.items():
+        allowed = list(allowed) if isinstance(allowed, (list, tuple, set)) else [allowed]
+        keep &= np.isin(_column(data, key).astype(str), np.asarray(allowed, dtype=object).astype(str))
+    return np.flatnonzero(keep)
+
+
 def load_and_filter(filter_data: dict | None, nproc: int, input_data: str | Dataset) -> Dataset:
     """Load a dataset (path or object) and keep examples whose columns hold allowed values.
 
@@ -41,10 +54,8 @@ def load_and_filter(filter_data: dict | None, nproc: int, input_data: str | Data
     (one pass per column), so ``nproc`` is not needed here; it is kept for the API.
     """
     data = load_from_disk(str(input_data)) if isinstance(input_data, (str, Path)) else input_data
-    for key, allowed in (filter_data or {}).items():
-        allowed = list(allowed) if isinstance(allowed, (list, tuple, set)) else [allowed]
-        keep = np.isin(_column(data, key), np.asarray(allowed, dtype=object))
-        data = data.select(np.flatnonzero(keep))
+    if filter_data:
+        data = data.select(matching_rows(data, filter_data))
     if len(data) == 0:
         msg = f"no examples left after filtering with {filter_data}"
         raise InputError(msg)

@@ -12,10 +12,11 @@ from scipy.stats import false_discovery_control, mannwhitneyu
 
 from .._config import build_config
 from .._constants import CELL_ID, INPUT_IDS, PAD_TOKEN, VOCAB_FILE
-from .._errors import InputError, InputKeyError
+from .._errors import InputError
 from .._figures import new_figure, save_figure
 from .._files import atomic_path, load_mapping_file
 from .._hardware import bf16_is_fast
+from ..classify.data import matching_rows
 from ..settings import PerturbConfig
 from ..vocab import load_token_dictionary
 from .engine import Perturbation, perturbation_shifts
@@ -61,7 +62,8 @@ def perturb(
     vocab = _vocabulary(model_dir, tokens)
     model, device = _model(model_dir, config.device)
     cells_idx = _chosen_cells(data, config)
-    cells = [np.asarray(ids, dtype=np.int64) for ids in data.select(cells_idx)[INPUT_IDS]]
+    chosen = data.select(cells_idx)
+    cells = [np.asarray(ids, dtype=np.int64) for ids in chosen[INPUT_IDS]]
     goals = _goals(model_dir, data, config)
     rng = np.random.default_rng(config.seed)
     wanted = _genes(config, vocab)
@@ -79,13 +81,13 @@ def perturb(
         bf16=bf16_is_fast(device.type),
     )
     names = {i: g for g, i in vocab.items()}
-    cell_names = np.asarray(data.select(cells_idx)[CELL_ID] if CELL_ID in data.column_names else cells_idx).astype(str)
+    cell_names = np.asarray(chosen[CELL_ID] if CELL_ID in data.column_names else cells_idx).astype(str)
     table = pd.DataFrame(
         {
             CELL_ID: [cell_names[p.cell] for p in perturbations + null],
             "gene": ["+".join(names[g] for g in p.genes) for p in perturbations + null],
             "null": np.arange(len(perturbations) + len(null)) >= len(perturbations),
-            **{key: value for key, value in shifts.items()},
+            **shifts,
         }
     )
     skipped = int((~table["applied"] & ~table["null"]).sum())
@@ -191,22 +193,12 @@ def _model(model_dir, device_option: str):
     return use_fast_kernels(model), device
 
 
-def _column_values(data: Dataset, column: str) -> np.ndarray:
-    if column not in data.column_names:
-        msg = f"the token dataset has no column {column!r} (columns: {data.column_names}); tokenize with it carried"
-        raise InputKeyError(msg)
-    return np.asarray(data[column], dtype=object).astype(str)
-
-
 def _chosen_cells(data: Dataset, config: PerturbConfig) -> np.ndarray:
     """Indices of the cells to perturb: the filter, the start state, then a seeded draw of max_cells."""
-    keep = np.ones(len(data), dtype=bool)
-    for column, allowed in (config.filter or {}).items():
-        allowed = allowed if isinstance(allowed, (list, tuple)) else [allowed]
-        keep &= np.isin(_column_values(data, column), [str(a) for a in allowed])
+    conditions = dict(config.filter or {})
     if config.start_state is not None:
-        keep &= _column_values(data, config.state_column) == str(config.start_state)
-    chosen = np.flatnonzero(keep)
+        conditions[config.state_column] = config.start_state
+    chosen = matching_rows(data, conditions)
     if len(chosen) == 0:
         msg = f"no cell passes filter={config.filter} and start_state={config.start_state!r}"
         raise InputError(msg)
@@ -221,15 +213,17 @@ def _goals(model_dir, data: Dataset, config: PerturbConfig) -> dict[str, np.ndar
 
     if config.goal_state is None:
         return {}
-    states = _column_values(data, config.state_column)
-    goals = {}
-    for state in [config.goal_state, *(config.alt_states or [])]:
-        members = np.flatnonzero(states == str(state))
-        if len(members) == 0:
-            msg = f"no cell has {config.state_column}={state!r} (goal or alternative state)"
-            raise InputError(msg)
-        goals[str(state)] = embed(model_dir, data.select(members), layer=config.layer, progress=False)["cells"].mean(0)
-    return goals
+    members = {
+        str(state): matching_rows(data, {config.state_column: state})
+        for state in [config.goal_state, *(config.alt_states or [])]
+    }
+    empty = [state for state, rows in members.items() if len(rows) == 0]
+    if empty:
+        msg = f"no cell has {config.state_column}={empty[0]!r} (goal or alternative state)"
+        raise InputError(msg)
+    rows = np.unique(np.concatenate(list(members.values())))  # every state's cells embedded in one pass
+    cells = embed(model_dir, data.select(rows), layer=config.layer, progress=False)["cells"]
+    return {state: cells[np.searchsorted(rows, chosen)].mean(0) for state, chosen in members.items()}
 
 
 def _mapping(config: PerturbConfig) -> dict[str, str]:
