@@ -272,11 +272,13 @@ class PerturbConfig:
     goal_state: str | None = None  # report the shift toward the mean embedding of these cells
     alt_states: list[str] | None = None  # also the shift toward each of these states
     max_cells: int | None = 100  # perturb at most this many cells (a seeded draw)
-    null_per_cell: int = 20  # random expressed genes perturbed per cell for the null distribution
+    null_draws: int = 5  # null: expressed genes at the nearest ranks perturbed per screened (cell, gene)
+    gene_shifts: bool = False  # also each other gene's own embedding shift (gene_shifts.parquet/.csv)
     gene_mapping: dict[str, str] | str | None = None  # symbol -> Ensembl id (dict or file), to accept symbols
     layer: int = -1  # hidden layer compared (-1 the last)
     batch_size: int = 32  # sequences per forward pass
-    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    chunk_cells: int = 64  # cells screened and written together (a killed run resumes after the last chunk)
+    device: str = "auto"  # "auto" (CUDA when present, this rank's GPU under torchrun), "cpu" or "cuda"
     seed: int = 42  # cell draw and null genes
 
     def __post_init__(self) -> None:
@@ -290,10 +292,10 @@ class PerturbConfig:
             raise InputError(msg)
         if isinstance(self.alt_states, str):
             self.alt_states = [s for s in self.alt_states.split(",") if s]
-        if not 0 < self.fraction <= 1 or self.batch_size < 1 or self.null_per_cell < 0:
+        if not 0 < self.fraction <= 1 or min(self.batch_size, self.chunk_cells) < 1 or self.null_draws < 0:
             msg = (
-                f"fraction must lie in (0, 1], batch_size >= 1 and null_per_cell >= 0; got {self.fraction}, "
-                f"{self.batch_size} and {self.null_per_cell}"
+                f"fraction must lie in (0, 1], batch_size and chunk_cells >= 1 and null_draws >= 0; got "
+                f"{self.fraction}, {self.batch_size}, {self.chunk_cells} and {self.null_draws}"
             )
             raise InputError(msg)
         if self.device not in ("auto", "cpu", "cuda"):

@@ -22,11 +22,17 @@ class Perturbation:
 
 def _encode(model, sequences: Sequence[np.ndarray], layer: int, pad_id: int, device, bf16: bool) -> list[torch.Tensor]:
     """Hidden states of ``layer`` for each sequence, (length, hidden) float32 on the CPU, in input order."""
-    ids, mask = pad_right(sequences, pad_id)  # (batch, width)
+    ids, mask = pad_right(sequences, pad_id)  # (batch, width): cut to the longest sequence
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
     states = hidden.hidden_states[layer].float().cpu()  # (batch, width, hidden)
     return [states[row, : len(seq)] for row, seq in enumerate(sequences)]
+
+
+def _rows_of(sequence: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """Index in ``sequence`` of each of ``tokens`` (all present): the alignment by token, not position."""
+    order = np.argsort(sequence, kind="stable")
+    return order[np.searchsorted(sequence, tokens, sorter=order)]
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -45,28 +51,36 @@ def perturbation_shifts(
     pad_id: int = 0,
     goals: Mapping[str, np.ndarray] | None = None,
     bf16: bool = False,
-) -> dict[str, np.ndarray]:
+    gene_shifts: bool = False,
+) -> dict:
     """Cosine similarity of each perturbed cell to its original, and its shift toward each goal.
 
     A cell's embedding is the mean of ``layer``'s hidden states over the genes that the original
     and the perturbed sequence share, matched by token (the perturbed genes excluded on both
-    sides), so both means run over the same genes. With ``goals`` (name -> (hidden,) mean
-    embedding of a state's cells) also ``cos(perturbed, goal) - cos(original, goal)``.
+    sides), so both means run over the same genes. With ``goals`` (result name -> (hidden,) mean
+    embedding of a state's cells) also ``cos(perturbed, goal) - cos(original, goal)``. With
+    ``gene_shifts``, for every shared gene the cosine similarity of its own hidden state before
+    and after (matched by token).
 
     Cells are processed in chunks of ``batch_size``: the originals once, then their perturbed
     copies in batches of ``batch_size`` sequences sorted by length (padding only to the longest
-    of a batch). Returns ``{"cosine_similarity": (m,), "applied": (m,) bool, "goal_shift_<name>": (m,)}``
-    in the order of ``perturbations`` (NaN where a perturbation changes nothing, e.g. deleting
-    a gene the cell does not express).
+    of a batch); a perturbation listed twice is computed once. Returns, in the order of
+    ``perturbations``: ``"cosine_similarity"`` (m,), ``"applied"`` (m,) bool,
+    one (m,) array per goal (NaN where a perturbation changes nothing, e.g. deleting a gene
+    the cell does not express) and with ``gene_shifts`` ``"gene_shifts"``: m entries of
+    (tokens (k,), cosine similarities (k,)) or None.
     """
     device = next(model.parameters()).device
     goals = {name: torch.as_tensor(vector, dtype=torch.float32) for name, vector in (goals or {}).items()}
     m = len(perturbations)
     result = {"cosine_similarity": np.full(m, np.nan), "applied": np.zeros(m, dtype=bool)}
-    result.update({f"goal_shift_{name}": np.full(m, np.nan) for name in goals})
+    result.update({name: np.full(m, np.nan) for name in goals})
+    shifts_of_genes: list = [None] * m
+    first: dict[Perturbation, int] = {}  # each distinct perturbation -> its first index
     by_cell: dict[int, list[int]] = {}
     for index, perturbation in enumerate(perturbations):
-        by_cell.setdefault(perturbation.cell, []).append(index)
+        if first.setdefault(perturbation, index) == index:
+            by_cell.setdefault(perturbation.cell, []).append(index)
     cell_ids = sorted(by_cell, key=lambda c: -len(cells[c]))
     for start in range(0, len(cell_ids), batch_size):
         chunk = cell_ids[start : start + batch_size]
@@ -85,14 +99,38 @@ def perturbation_shifts(
             states = _encode(model, [edited for _, _, edited in batch], layer, pad_id, device, bf16)
             for (index, c, edited), perturbed_states in zip(batch, states, strict=True):
                 original, perturbed_genes = cells[c], np.asarray(perturbations[index].genes)
-                shared = edited[np.isin(edited, original) & ~np.isin(edited, perturbed_genes)]
+                shared = edited[np.isin(edited, original) & ~np.isin(edited, perturbed_genes)]  # (k,) tokens
                 if len(shared) == 0:
                     continue
-                # the same genes on both sides, wherever each sits in its sequence: (hidden,) means
-                before = originals[c][torch.as_tensor(np.isin(original, shared))].mean(0)
-                after = perturbed_states[torch.as_tensor(np.isin(edited, shared))].mean(0)
+                before_rows = originals[c][torch.as_tensor(_rows_of(original, shared))]  # (k, hidden)
+                after_rows = perturbed_states[torch.as_tensor(_rows_of(edited, shared))]  # (k, hidden)
+                before, after = before_rows.mean(0), after_rows.mean(0)  # (hidden,)
                 result["applied"][index] = True
                 result["cosine_similarity"][index] = _cosine(before, after)
                 for name, goal in goals.items():
-                    result[f"goal_shift_{name}"][index] = _cosine(after, goal) - _cosine(before, goal)
+                    result[name][index] = _cosine(after, goal) - _cosine(before, goal)
+                if gene_shifts:
+                    per_gene = torch.nn.functional.cosine_similarity(before_rows, after_rows, dim=1)  # (k,)
+                    shifts_of_genes[index] = (shared, per_gene.numpy())
+    for index, perturbation in enumerate(perturbations):  # repeated perturbations share the first's results
+        if first[perturbation] != index:
+            for values in result.values():
+                values[index] = values[first[perturbation]]
+            shifts_of_genes[index] = shifts_of_genes[first[perturbation]]
+    if gene_shifts:
+        result["gene_shifts"] = shifts_of_genes
     return result
+
+
+def cell_embeddings(
+    model, cells: Sequence[np.ndarray], *, layer: int = -1, batch_size: int = 32, pad_id: int = 0, bf16: bool = False
+) -> np.ndarray:
+    """(n_cells, hidden) mean of ``layer``'s hidden states over each cell's genes, in the perturbations' precision."""
+    device = next(model.parameters()).device
+    order = np.argsort([-len(c) for c in cells], kind="stable")  # similar lengths share a pass
+    out = np.zeros((len(cells), model.config.hidden_size), dtype=np.float32)
+    for lo in range(0, len(cells), batch_size):
+        rows = order[lo : lo + batch_size]
+        states = _encode(model, [cells[r] for r in rows], layer, pad_id, device, bf16)
+        out[rows] = torch.stack([s.mean(0) for s in states]).numpy()
+    return out

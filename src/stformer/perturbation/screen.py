@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from datasets import Dataset, load_from_disk
 from scipy.stats import false_discovery_control, mannwhitneyu
+from tqdm.auto import tqdm
 
 from .._config import build_config
 from .._constants import CELL_ID, INPUT_IDS, PAD_TOKEN, VOCAB_FILE
+from .._distributed import barrier, device_for, ranks
 from .._errors import InputError
 from .._figures import new_figure, save_figure
 from .._files import atomic_path, load_mapping_file
@@ -19,9 +25,11 @@ from .._hardware import bf16_is_fast
 from ..classify.data import matching_rows
 from ..settings import PerturbConfig
 from ..vocab import load_token_dictionary
-from .engine import Perturbation, perturbation_shifts
+from .engine import Perturbation, cell_embeddings, perturbation_shifts
 
-GENES_TABLE, CELLS_TABLE, FIGURE = "genes", "cells.parquet", "perturbation.png"
+GENES_TABLE, CELLS_TABLE, GENE_SHIFTS, FIGURE = "genes", "cells.parquet", "gene_shifts", "perturbation.png"
+GOAL_SHIFT = "goal_shift"
+MAX_GENE_SHIFT_ROWS = 20_000_000
 
 
 def perturb(
@@ -31,21 +39,31 @@ def perturb(
     config: PerturbConfig | None = None,
     *,
     overwrite: bool = False,
+    progress: bool = True,
     **options,
 ) -> pd.DataFrame:
     """Perturb genes in the cells of ``tokens`` with the model in ``model_dir``; write and return the gene table.
 
     Each (cell, perturbation) gets the cosine similarity of the perturbed cell to its original
-    and, with ``goal_state``, its shift toward the goal state's mean embedding (see
-    :func:`~stformer.perturb.engine.perturbation_shifts`). Per gene (or gene set): the number of
-    cells, mean and median similarity and shift, and a two-sided Mann-Whitney U test of its
-    effects (the goal shift, else 1 - similarity) against a null of randomly chosen expressed
-    genes of the same cells, perturbed the same way (``null_per_cell`` per cell), with
-    Benjamini-Hochberg FDR (``scipy.stats.false_discovery_control``).
+    and, with ``goal_state``, its shift toward the goal state's mean embedding (``goal_shift``;
+    ``shift_to_<state>`` for each alternative state; see
+    :func:`~stformer.perturbation.engine.perturbation_shifts`).
 
-    Writes ``out/genes.csv`` and ``out/genes.parquet`` (sorted by FDR, then effect),
-    ``out/cells.parquet`` (one row per cell and perturbation, null ones marked) and
-    ``out/perturbation.png``. Options are a :class:`PerturbConfig` or its fields by keyword.
+    Null and test: for every screened (cell, gene), ``null_draws`` other expressed genes of the
+    same cell at the nearest ranks (drawn among the ``2 * null_draws`` nearest, the screened
+    genes excluded) are perturbed the same way. A gene's effects over its cells (the goal shift,
+    else 1 - similarity) are compared with its own rank-matched null by a two-sided Mann-Whitney
+    U test (``scipy.stats.mannwhitneyu``), with Benjamini-Hochberg FDR over genes
+    (``scipy.stats.false_discovery_control``).
+
+    Writes ``out/genes.csv`` and ``out/genes.parquet`` (one row per gene or gene set, sorted by
+    FDR, then effect), ``out/cells.parquet`` (one row per cell and perturbation, null ones
+    marked), ``out/perturbation.png``, ``out/settings.json`` and with ``gene_shifts``
+    ``out/gene_shifts.parquet`` (per cell) and ``out/gene_shifts.csv`` (mean over cells).
+
+    Cells are screened in chunks of ``chunk_cells``, each written as it completes: a killed run
+    started again with the same settings continues after its last complete chunk. Under
+    ``torchrun`` / ``accelerate launch`` the ranks share the chunks and rank 0 merges them.
 
     >>> perturb("runs/pbmc/model", "tokens", "screen", state_column="cell_type",
     ...         start_state="CD14+ Monocyte", goal_state="Dendritic", max_cells=50)  # doctest: +SKIP
@@ -60,76 +78,163 @@ def perturb(
         raise FileExistsError(msg)
     data = load_from_disk(str(tokens)) if isinstance(tokens, (str, Path)) else tokens
     vocab = _vocabulary(model_dir, tokens)
+    rank, world, _ = ranks()
     model, device = _model(model_dir, config.device)
-    cells_idx = _chosen_cells(data, config)
-    chosen = data.select(cells_idx)
-    cells = [np.asarray(ids, dtype=np.int64) for ids in chosen[INPUT_IDS]]
-    goals = _goals(model_dir, data, config)
-    rng = np.random.default_rng(config.seed)
-    wanted = _genes(config, vocab)
-    perturbations, null = _perturbations(cells, wanted, config, vocab, rng)
+    bf16 = bf16_is_fast(device.type)
+    chosen = _chosen_cells(data, config)
+    wanted, anchor = _genes(config, config.genes, vocab), _anchor(config, vocab)
+    _check_gene_shift_size(data, chosen, wanted, config)
+    goals = _goals(model, data, config, vocab[PAD_TOKEN], bf16)
+    work = out.with_name(f".{out.name}.partial")
+    if rank == 0:
+        _prepare_work_folder(work, _fingerprint(model_dir, tokens, data, chosen, config))
+    barrier(device)
+    n_chunks = -(-len(chosen) // config.chunk_cells)
+    mine = [k for k in range(rank, n_chunks, world) if not (work / _chunk_name(k)).exists()]
+    for k in tqdm(mine, desc="perturb", unit="chunk", disable=not progress or rank != 0):
+        rows = chosen[k * config.chunk_cells : (k + 1) * config.chunk_cells]
+        cells, shifts = _screen_chunk(model, data.select(rows), rows, wanted, anchor, config, goals, vocab, bf16, k)
+        if shifts is not None:
+            _write_parquet(shifts, work / _chunk_name(k, GENE_SHIFTS))
+        _write_parquet(cells, work / _chunk_name(k))  # last: its presence marks the chunk complete
+    barrier(device)
+    if rank == 0:
+        _merge(work, out, n_chunks, config, vocab, overwrite)
+        shutil.rmtree(work)
+    barrier(device)
+    genes = pd.read_parquet(out / f"{GENES_TABLE}.parquet")
+    genes.attrs["skipped"] = json.loads((out / "settings.json").read_text())["skipped_perturbations"]
+    return genes
+
+
+def _screen_chunk(model, part: Dataset, rows, wanted, anchor, config: PerturbConfig, goals, vocab, bf16, chunk: int):
+    """The per-cell table of one chunk of cells (and its gene shifts, when asked)."""
+    cells = [np.asarray(ids, dtype=np.int64) for ids in part[INPUT_IDS]]
+    names = np.asarray(part[CELL_ID] if CELL_ID in part.column_names else rows).astype(str)
+    rng = np.random.default_rng([config.seed, chunk])  # the same draws however the chunks are shared
+    plan = _perturbations(cells, wanted, anchor, config, rng)
     shifts = perturbation_shifts(
         model,
         cells,
-        perturbations + null,
+        plan["perturbation"],
         config.perturbation,
         fraction=config.fraction,
         layer=config.layer,
         batch_size=config.batch_size,
         pad_id=vocab[PAD_TOKEN],
         goals=goals,
-        bf16=bf16_is_fast(device.type),
+        bf16=bf16,
+        gene_shifts=config.gene_shifts,
     )
-    names = {i: g for g, i in vocab.items()}
-    cell_names = np.asarray(chosen[CELL_ID] if CELL_ID in data.column_names else cells_idx).astype(str)
+    gene_of = {i: g for g, i in vocab.items()}
+    label = ["+".join(gene_of[g] for g in p.genes) for p in plan["perturbation"]]
+    per_gene = shifts.pop("gene_shifts", None)
     table = pd.DataFrame(
         {
-            CELL_ID: [cell_names[p.cell] for p in perturbations + null],
-            "gene": ["+".join(names[g] for g in p.genes) for p in perturbations + null],
-            "null": np.arange(len(perturbations) + len(null)) >= len(perturbations),
+            CELL_ID: names[[p.cell for p in plan["perturbation"]]],
+            "gene": label,
+            "rank": plan["rank"],
+            "null": plan["null_for"] >= 0,
+            "null_for": np.asarray([label[i] if i >= 0 else "" for i in plan["null_for"]], dtype=object),
             **shifts,
         }
     )
-    skipped = int((~table["applied"] & ~table["null"]).sum())
-    genes = gene_statistics(table, config)
-    genes.attrs["skipped"] = skipped
-    symbols = _symbols(config)
-    genes.insert(1, "symbol", genes["gene"].map(lambda g: "+".join(symbols.get(x, x) for x in g.split("+"))))
-    with atomic_path(out, overwrite=overwrite) as tmp:
-        tmp.mkdir()
-        table.to_parquet(tmp / CELLS_TABLE, index=False)
-        genes.to_csv(tmp / f"{GENES_TABLE}.csv", index=False)
-        genes.to_parquet(tmp / f"{GENES_TABLE}.parquet", index=False)
-        plot_screen(genes, table, config, tmp / FIGURE)
-    return genes
+    if per_gene is None:
+        return table, None
+    screened = [i for i in np.flatnonzero(~table["null"]) if per_gene[i] is not None]
+    lengths = [len(per_gene[i][0]) for i in screened]
+    gene_shift_rows = pd.DataFrame(
+        {
+            CELL_ID: np.repeat(table[CELL_ID].to_numpy()[screened], lengths),
+            "gene": np.repeat(table["gene"].to_numpy()[screened], lengths),
+            "affected_gene": [gene_of[int(t)] for i in screened for t in per_gene[i][0]],
+            "cosine_similarity": np.concatenate([per_gene[i][1] for i in screened]) if screened else [],
+        }
+    )
+    return table, gene_shift_rows
 
 
-def effect_column(config: PerturbConfig) -> str:
-    """The per-cell effect ranked and tested: the goal shift with a goal state, else 1 - similarity."""
-    return f"goal_shift_{config.goal_state}" if config.goal_state is not None else "dissimilarity"
+def _perturbations(cells, wanted, anchor, config: PerturbConfig, rng) -> dict:
+    """The screen's perturbations, each followed by its rank-matched null ones.
+
+    Returns ``perturbation`` (list), ``rank`` (1-based rank of the varied gene before the edit,
+    0 when the cell does not express it) and ``null_for`` (index of the screened perturbation a
+    null one belongs to, -1 for screened ones).
+    """
+    plan = {"perturbation": [], "rank": [], "null_for": []}
+    listed = set(wanted or ()) | {anchor}
+    for c, sequence in enumerate(cells):
+        if wanted is None:
+            groups = [(int(g),) for g in sequence if g != anchor]
+        elif config.together:
+            groups = [tuple(wanted)]
+        else:
+            groups = [(g,) for g in wanted if g != anchor]
+        position = {int(g): i for i, g in enumerate(sequence)}
+        fixed = (anchor,) if anchor is not None else ()
+        for group in groups:
+            varied = [g for g in group if g != anchor]
+            screened = len(plan["perturbation"])
+            plan["perturbation"].append(Perturbation(c, fixed + group))
+            plan["rank"].append(position.get(varied[0], -1) + 1)
+            plan["null_for"].append(-1)
+            if config.perturbation != "overexpress" and varied[0] not in position:
+                continue  # nothing to perturb, so nothing to compare
+            # the screened genes themselves never enter a null set (in a genome-wide screen only this one's)
+            excluded = set(group) | ({anchor} if wanted is None else listed)
+            candidates = np.asarray([i for i, g in enumerate(sequence) if int(g) not in excluded])
+            for null_group, null_rank in _null_sets(sequence, candidates, varied, position, config.null_draws, rng):
+                plan["perturbation"].append(Perturbation(c, fixed + null_group))
+                plan["rank"].append(null_rank)
+                plan["null_for"].append(screened)
+    plan["null_for"] = np.asarray(plan["null_for"])
+    return plan
+
+
+def _null_sets(sequence, candidates: np.ndarray, varied, position, draws: int, rng):
+    """``draws`` sets like ``varied``, each gene replaced by one of the 2*draws candidates nearest its rank."""
+    if len(candidates) < len(varied) or draws == 0:
+        return []
+    window = min(len(candidates), 2 * draws)
+    nearest = []
+    for gene in varied:
+        at = np.searchsorted(candidates, position.get(gene, len(sequence)))  # candidates are sorted positions
+        lo = int(np.clip(at - window // 2, 0, len(candidates) - window))
+        nearest.append(candidates[lo : lo + window])
+    sets = []
+    for _ in range(draws):
+        picked: list[int] = []
+        for near in nearest:
+            free = near[~np.isin(near, picked)]
+            picked.append(int(rng.choice(free if len(free) else np.setdiff1d(candidates, picked))))
+        sets.append((tuple(int(sequence[i]) for i in picked), int(picked[0]) + 1))
+    return sets
 
 
 def gene_statistics(table: pd.DataFrame, config: PerturbConfig) -> pd.DataFrame:
-    """Per gene: cells, mean/median similarity and effect, Mann-Whitney p against the null, BH FDR."""
+    """Per gene: cells, mean/median similarity and shifts, its null's mean, Mann-Whitney p, BH FDR."""
     table = table[table["applied"]].assign(dissimilarity=lambda t: 1 - t["cosine_similarity"])
     effect = effect_column(config)
-    null_values = table.loc[table["null"], effect].to_numpy()
+    null = table[table["null"]].groupby("null_for")[effect]
+    shift_columns = [c for c in table.columns if c == GOAL_SHIFT or c.startswith("shift_to_")]
     rows = []
     for gene, part in table[~table["null"]].groupby("gene", sort=True):
         values = part[effect].to_numpy()
-        p_value = np.nan
-        if len(null_values) and len(values):
-            p_value = float(mannwhitneyu(values, null_values, alternative="two-sided").pvalue)
+        null_values = null.get_group(gene).to_numpy() if gene in null.groups else np.array([])
         row = {
             "gene": gene,
             "n_cells": len(part),
             "cosine_similarity_mean": float(part["cosine_similarity"].mean()),
             "cosine_similarity_median": float(part["cosine_similarity"].median()),
-            "p_value": p_value,
         }
-        for column in (c for c in part.columns if c.startswith("goal_shift_")):
+        for column in shift_columns:
             row[f"{column}_mean"] = float(part[column].mean())
             row[f"{column}_median"] = float(part[column].median())
+        row["null_effect_mean"] = float(null_values.mean()) if len(null_values) else np.nan
+        row["n_null"] = len(null_values)
+        row["p_value"] = (
+            float(mannwhitneyu(values, null_values, alternative="two-sided").pvalue) if len(null_values) else np.nan
+        )
         rows.append(row)
     genes = pd.DataFrame(rows)
     if genes.empty:
@@ -146,30 +251,96 @@ def gene_statistics(table: pd.DataFrame, config: PerturbConfig) -> pd.DataFrame:
     )
 
 
+def effect_column(config: PerturbConfig) -> str:
+    """The per-cell effect ranked and tested: the goal shift with a goal state, else 1 - similarity."""
+    return GOAL_SHIFT if config.goal_state is not None else "dissimilarity"
+
+
 def plot_screen(genes: pd.DataFrame, table: pd.DataFrame, config: PerturbConfig, path: Path) -> Path:
     """Genes ranked by their mean effect, the null's central 95% as a band, the top 10 labelled."""
     effect = effect_column(config)
-    column = f"{effect}_mean" if effect != "dissimilarity" else "cosine_similarity_mean"
-    values = genes[column].to_numpy() if effect != "dissimilarity" else 1 - genes[column].to_numpy()
+    values = genes[f"{effect}_mean"].to_numpy() if effect == GOAL_SHIFT else 1 - genes["cosine_similarity_mean"]
+    values = np.asarray(values)
     order = np.argsort(-values)
     fig = new_figure(8, 4.5)
     ax = fig.subplots()
     ax.scatter(np.arange(len(order)), values[order], s=8, color="tab:blue", label="perturbed genes (mean over cells)")
+    significant = order[(genes["fdr"].to_numpy()[order] < 0.05)]
+    if len(significant):
+        ax.scatter(
+            np.flatnonzero(np.isin(order, significant)), values[significant], s=14, color="tab:red", label="FDR < 0.05"
+        )
     null = table.loc[table["null"] & table["applied"]]
-    null_values = null[effect].to_numpy() if effect != "dissimilarity" else 1 - null["cosine_similarity"].to_numpy()
+    null_values = null[effect] if effect == GOAL_SHIFT else 1 - null["cosine_similarity"]
     if len(null_values):
         low, high = np.percentile(null_values, [2.5, 97.5])
-        ax.axhspan(low, high, color="grey", alpha=0.25, label="random expressed genes: central 95%")
+        ax.axhspan(low, high, color="grey", alpha=0.25, label="rank-matched random genes: central 95%")
     for rank, index in enumerate(order[:10]):
         ax.annotate(genes["symbol"].iloc[index], (rank, values[index]), fontsize=7, rotation=45)
     ax.set_xlabel("gene rank")
-    ylabel = f"shift toward {config.goal_state}" if effect != "dissimilarity" else "1 - cosine similarity to original"
-    ax.set_ylabel(ylabel)
-    ax.set_title(
-        f"In silico {config.perturbation}: {len(genes)} genes, {table.loc[~table['null'], CELL_ID].nunique()} cells"
-    )
+    ax.set_ylabel(f"shift toward {config.goal_state}" if effect == GOAL_SHIFT else "1 - cosine similarity to original")
+    cells = table.loc[~table["null"], CELL_ID].nunique()
+    ax.set_title(f"In silico {config.perturbation}: {len(genes)} genes, {cells} cells")
     ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def _merge(work: Path, out: Path, n_chunks: int, config: PerturbConfig, vocab, overwrite: bool) -> None:
+    """Join the chunks' tables, test each gene, and write every output at once."""
+    table = pd.concat([pd.read_parquet(work / _chunk_name(k)) for k in range(n_chunks)], ignore_index=True)
+    genes = gene_statistics(table, config)
+    symbols = _symbols(config)
+    genes.insert(1, "symbol", genes["gene"].map(lambda g: "+".join(symbols.get(x, x) for x in g.split("+"))))
+    skipped = int((~table["applied"] & ~table["null"]).sum())
+    with atomic_path(out, overwrite=overwrite) as tmp:
+        tmp.mkdir()
+        table.to_parquet(tmp / CELLS_TABLE, index=False)
+        genes.to_csv(tmp / f"{GENES_TABLE}.csv", index=False)
+        genes.to_parquet(tmp / f"{GENES_TABLE}.parquet", index=False)
+        plot_screen(genes, table, config, tmp / FIGURE)
+        if config.gene_shifts:
+            shifts = pd.concat([pd.read_parquet(work / _chunk_name(k, GENE_SHIFTS)) for k in range(n_chunks)])
+            shifts.to_parquet(tmp / f"{GENE_SHIFTS}.parquet", index=False)
+            summary = shifts.groupby(["gene", "affected_gene"])["cosine_similarity"].agg(n_cells="size", mean="mean")
+            summary = summary.rename(columns={"mean": "cosine_similarity_mean"}).reset_index()
+            summary.sort_values("cosine_similarity_mean").to_csv(tmp / f"{GENE_SHIFTS}.csv", index=False)
+        settings = {
+            "settings": asdict(config),
+            "skipped_perturbations": skipped,
+            "cells": int(table[CELL_ID].nunique()),
+        }
+        (tmp / "settings.json").write_text(json.dumps(settings, indent=1))
+
+
+def _chunk_name(k: int, kind: str = "cells") -> str:
+    return f"chunk-{k:06d}.{kind}.parquet"
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _fingerprint(model_dir, tokens, data: Dataset, chosen: np.ndarray, config: PerturbConfig) -> str:
+    """What the chunks depend on: the settings, the model's weights, the tokens and the cells chosen."""
+    weights = sorted(p for p in Path(model_dir).iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    parts = {
+        "settings": asdict(config),
+        "model": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in weights],
+        "tokens": str(Path(tokens).resolve()) if isinstance(tokens, (str, Path)) else data._fingerprint,
+        "cells": hashlib.sha256(np.asarray(chosen, dtype=np.int64).tobytes()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _prepare_work_folder(work: Path, fingerprint: str) -> None:
+    """Keep the chunks of an interrupted run with the same fingerprint; start clean otherwise."""
+    stamp = work / "fingerprint"
+    if work.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
 
 
 def _vocabulary(model_dir, tokens) -> dict[str, int]:
@@ -185,10 +356,7 @@ def _model(model_dir, device_option: str):
 
     from .._kernels import use_fast_kernels
 
-    if device_option == "cuda" and not torch.cuda.is_available():
-        msg = "device='cuda' but no CUDA device is visible; use device='auto' or 'cpu'"
-        raise InputError(msg)
-    device = torch.device("cuda" if device_option != "cpu" and torch.cuda.is_available() else "cpu")
+    device = device_for(device_option)
     model = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False).eval().to(device)
     return use_fast_kernels(model), device
 
@@ -207,23 +375,20 @@ def _chosen_cells(data: Dataset, config: PerturbConfig) -> np.ndarray:
     return chosen
 
 
-def _goals(model_dir, data: Dataset, config: PerturbConfig) -> dict[str, np.ndarray]:
-    """Mean embedding (hidden,) of the cells of the goal state and of each alternative state."""
-    from ..embedding import embed
-
+def _goals(model, data: Dataset, config: PerturbConfig, pad_id: int, bf16: bool) -> dict[str, np.ndarray]:
+    """Result column -> mean embedding (hidden,) of the goal state's cells and of each alternative state's."""
     if config.goal_state is None:
         return {}
-    members = {
-        str(state): matching_rows(data, {config.state_column: state})
-        for state in [config.goal_state, *(config.alt_states or [])]
-    }
-    empty = [state for state, rows in members.items() if len(rows) == 0]
+    columns = {GOAL_SHIFT: config.goal_state} | {f"shift_to_{s}": s for s in config.alt_states or []}
+    members = {column: matching_rows(data, {config.state_column: state}) for column, state in columns.items()}
+    empty = [columns[column] for column, rows in members.items() if len(rows) == 0]
     if empty:
         msg = f"no cell has {config.state_column}={empty[0]!r} (goal or alternative state)"
         raise InputError(msg)
     rows = np.unique(np.concatenate(list(members.values())))  # every state's cells embedded in one pass
-    cells = embed(model_dir, data.select(rows), layer=config.layer, progress=False)["cells"]
-    return {state: cells[np.searchsorted(rows, chosen)].mean(0) for state, chosen in members.items()}
+    cells = [np.asarray(ids, dtype=np.int64) for ids in data.select(rows)[INPUT_IDS]]
+    means = cell_embeddings(model, cells, layer=config.layer, batch_size=config.batch_size, pad_id=pad_id, bf16=bf16)
+    return {column: means[np.searchsorted(rows, chosen)].mean(0) for column, chosen in members.items()}
 
 
 def _mapping(config: PerturbConfig) -> dict[str, str]:
@@ -238,13 +403,13 @@ def _symbols(config: PerturbConfig) -> dict[str, str]:
     return {ensembl: symbol for symbol, ensembl in _mapping(config).items()}
 
 
-def _genes(config: PerturbConfig, vocab: dict[str, int]) -> list[int] | None:
+def _genes(config: PerturbConfig, genes, vocab: dict[str, int]) -> list[int] | None:
     """Token ids of the listed genes (ids or symbols), or None for "all"."""
-    if config.genes == "all":
+    if genes == "all":
         return None
     mapping = _mapping(config)
     tokens, unknown = [], []
-    for gene in config.genes:
+    for gene in genes:
         gene_id = gene if gene in vocab else mapping.get(gene)
         (tokens.append(vocab[gene_id]) if gene_id in vocab else unknown.append(gene))
     if unknown:
@@ -253,25 +418,22 @@ def _genes(config: PerturbConfig, vocab: dict[str, int]) -> list[int] | None:
     return tokens
 
 
-def _perturbations(cells, wanted, config: PerturbConfig, vocab, rng) -> tuple[list[Perturbation], list[Perturbation]]:
-    """The screen's perturbations and the null's (random expressed genes of the same cells)."""
-    anchor = None
-    if config.anchor_gene is not None:
-        anchor = _genes(PerturbConfig(genes=[config.anchor_gene], gene_mapping=config.gene_mapping), vocab)[0]
-    screen, null = [], []
-    for c, sequence in enumerate(cells):
-        if wanted is None:
-            groups = [(int(g),) for g in sequence if g != anchor]
-        elif config.together:
-            groups = [tuple(wanted)]
-        else:
-            groups = [(g,) for g in wanted if g != anchor]
-        if anchor is not None:
-            groups = [(anchor, *g) for g in groups]
-        screen.extend(Perturbation(c, g) for g in groups)
-        perturbed = {g for group in groups for g in group}
-        candidates = np.asarray([g for g in sequence if g not in perturbed])
-        draws = min(config.null_per_cell, len(candidates))
-        for gene in rng.choice(candidates, draws, replace=False) if draws else []:
-            null.append(Perturbation(c, ((anchor,) if anchor is not None else ()) + (int(gene),)))
-    return screen, null
+def _anchor(config: PerturbConfig, vocab) -> int | None:
+    return None if config.anchor_gene is None else _genes(config, [config.anchor_gene], vocab)[0]
+
+
+def _check_gene_shift_size(data: Dataset, chosen: np.ndarray, wanted, config: PerturbConfig) -> None:
+    """Refuse a gene-shift table too large to write: (cells x perturbations per cell x genes per cell) rows."""
+    if not config.gene_shifts:
+        return
+    from .._datasets import example_lengths
+
+    lengths = example_lengths(data)[chosen].astype(np.float64)
+    per_cell = lengths if wanted is None else np.full(len(chosen), 1 if config.together else len(wanted))
+    rows = float((per_cell * lengths).sum())
+    if rows > MAX_GENE_SHIFT_ROWS:
+        msg = (
+            f"gene_shifts would write {rows:.3g} rows (cells x perturbations x genes per cell), more than "
+            f"{MAX_GENE_SHIFT_ROWS:,}; list fewer genes or lower max_cells"
+        )
+        raise InputError(msg)
