@@ -2,6 +2,7 @@ import json
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import yaml
@@ -46,9 +47,20 @@ def _config(tmp_path, adata):
 @pytest.mark.slow
 def test_run_end_to_end_and_resume_one_stage(tmp_path, capsys):
     path = _config(tmp_path, make_adata(120, 50, expressed=20, seed=4))
+    config = yaml.safe_load(path.read_text())
+    config["perturb"] = {"start_state": "T", "goal_state": "B", "max_cells": 6, "null_draws": 2}  # state: label
+    path.write_text(yaml.safe_dump(config))
     assert main(["run", str(path), "--quiet"]) == 0
     out = tmp_path / "out"
     summary = (out / "report" / "summary.md").read_text()
+    genes = pd.read_csv(out / "perturb" / "genes.csv")
+    cells = pd.read_parquet(out / "perturb" / "cells.parquet")
+    tokens = load_from_disk(str(out / "tokens"))
+    t_cells = {c for c, t in zip(tokens["cell_id"], tokens["cell_type"], strict=True) if t == "T"}
+    assert cells["cell_id"].nunique() == 6 and set(cells["cell_id"]) <= t_cells
+    assert f"{len(genes)} genes perturbed in 6 `T` cells, toward `B`" in summary
+    assert f"| {genes['symbol'].iloc[0]} | {genes['n_cells'].iloc[0]} |" in summary
+    assert (out / "report" / "perturbation.png").stat().st_size > 0
     assert "logistic regression" in summary and "| stformer (fine-tuned) |" in summary
     for name in ("metrics.json", "confusion_matrix.png", "umap.png", "training_curves.png"):
         assert (out / "report" / name).stat().st_size > 0
@@ -180,9 +192,11 @@ def test_every_section_is_checked_before_any_stage(tmp_path):
             "obs column .donor. .a column the classify section uses. not found",
         ),
         ("classify", {"training_args": {"logging_dir": "x"}}, "'logging_dir' is not an option .*log_history.json"),
+        ("perturb", {"perturbation": "knockout"}, "section 'perturb'.*perturbation must be one of"),
+        ("perturb", {"filter": {"donor": "d1"}}, "obs column .donor. .a column the perturb section uses. not found"),
     ]
     for section, values, match in cases:
-        config = {**base, section: {**base[section], **values}}
+        config = {**base, section: {**base.get(section, {}), **values}}
         path.write_text(yaml.safe_dump(config))
         with pytest.raises(ValueError, match=match):
             run_pipeline(load_run_config(path), progress=False)

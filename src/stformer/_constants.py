@@ -23,4 +23,4 @@ IGNORE_INDEX = -100  # label of positions and examples that carry no loss (trans
 TARGET_SUM = 10_000  # counts per cell after normalization, as in Geneformer
 
 # The stages of `stformer run`, in order.
-STAGES = ("medians", "vocab", "tokenize", "pretrain", "classify", "embed", "report")
+STAGES = ("medians", "vocab", "tokenize", "pretrain", "classify", "embed", "perturb", "report")

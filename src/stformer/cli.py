@@ -122,7 +122,8 @@ def _perturb(args: argparse.Namespace) -> None:
     genes = perturb(
         args.model, args.data, args.out, config_from_cli(PerturbConfig, args, args.config), overwrite=args.overwrite
     )
-    shown = [c for c in ("gene", "symbol", "n_cells", "cosine_similarity_mean", "p_value", "fdr") if c in genes]
+    columns = ("gene", "symbol", "n_cells", "cosine_similarity_mean", "goal_shift_mean", "p_value", "fdr")
+    shown = [c for c in columns if c in genes]
     print(genes[shown].head(20).to_string(index=False))
     print(f"wrote {len(genes)} genes to {args.out}/genes.csv ({genes.attrs['skipped']} perturbations changed nothing)")
 

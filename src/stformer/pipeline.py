@@ -25,9 +25,7 @@ def check_inputs(config: RunConfig) -> None:
     """Fail before any long work: missing files, missing columns a stage reads, unknown gene ids."""
     from .tokenize import check_input_files
 
-    roles = {c: "a column the classify section uses" for c in config.carried_columns()}
-    roles[config.label_column] = "label_column"
-    check_input_files(config.data, config.input, roles)
+    check_input_files(config.data, config.input, config.carried_columns())
 
 
 def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progress: bool = True) -> dict:
@@ -44,6 +42,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         "labeled": out / "classify" / "cells_labeled.dataset",
         "eval": out / "classify" / "eval.dataset",
         "embed": out / "cell_embeddings.npz",
+        "perturb": out / "perturb",
         "report": out / "report" / "summary.md",
     }
     stamps = out / ".stages"
@@ -56,6 +55,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
             "pretrain": lambda: config.pretrain,
             "classify": config.classify_settings,
             "embed": lambda: config.embed,
+            "perturb": lambda: config.perturb,
         }.get(stage, lambda: None)()
         upstream = fingerprints[stage] = hashlib.sha256(
             json.dumps(
@@ -69,6 +69,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         "pretrain": lambda: _pretrain(config, paths, fingerprints["pretrain"]),
         "classify": lambda: _classify(config, paths),
         "embed": lambda: _embed(config, paths, progress),
+        "perturb": lambda: _perturb(config, paths, progress),
         "report": lambda: _report(config, paths, out),
     }
     outputs = {**paths, "classify": paths["classify"] / "model"}
@@ -78,6 +79,9 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         done = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprints[stage]
         if stage not in stages or (done and outputs[stage].exists()):
             log[stage] = "skipped"
+            continue
+        if stage == "perturb" and config.perturb is None:
+            log[stage] = "not configured"
             continue
         start = time.perf_counter()
         actions[stage]()
@@ -160,6 +164,12 @@ def _embed(config: RunConfig, paths: dict, progress: bool) -> None:
 
     result = embed(paths["pretrain"], paths["tokenize"], config.embed, progress=progress)
     write_embeddings(result, paths["embed"], overwrite=True)
+
+
+def _perturb(config: RunConfig, paths: dict, progress: bool) -> None:
+    from .perturbation import perturb
+
+    perturb(paths["pretrain"], paths["tokenize"], paths["perturb"], config.perturb, overwrite=True, progress=progress)
 
 
 def _report(config: RunConfig, paths: dict, out: Path) -> None:

@@ -139,11 +139,39 @@ def describe_split(labeled, evaluation, label_column: str, split_column: str | N
     )
 
 
+def _perturbation_lines(settings, screen: Path, report: Path, top: int = 10) -> list[str]:
+    """The summary's perturbation section (its figure copied beside it); nothing without a screen."""
+    import pandas as pd
+
+    if settings is None or not (screen / "genes.csv").exists():
+        return []
+    genes = pd.read_csv(screen / "genes.csv")
+    shutil.copy(screen / "perturbation.png", report / "perturbation.png")
+    cells = json.loads((screen / "settings.json").read_text())["cells"]
+    goal = f", toward `{settings.goal_state}`" if settings.goal_state is not None else ""
+    start = f" `{settings.start_state}`" if settings.start_state is not None else ""
+    effect = "goal_shift_mean" if settings.goal_state is not None else "cosine_similarity_mean"
+    rows = genes.head(top)
+    return [
+        f"## In silico {settings.perturbation}",
+        "",
+        f"{len(genes)} genes perturbed in {cells}{start} cells{goal}; {int((genes['fdr'] < 0.05).sum())} with "
+        "FDR < 0.05 against rank-matched random genes of the same cells (Mann-Whitney U, Benjamini-Hochberg). "
+        f"Top {len(rows)} (all in `perturb/genes.csv`; plot `perturbation.png`):",
+        "",
+        f"| gene | cells | {effect} | FDR |",
+        "|---|---|---|---|",
+        *[f"| {r.symbol} | {r.n_cells} | {getattr(r, effect):.4f} | {r.fdr:.2g} |" for r in rows.itertuples()],
+        "",
+    ]
+
+
 def write_report(config, out: Path, paths: dict) -> Path:
     """Write ``out/report``: metrics.json, confusion_matrix.png, umap.png, training_curves.png, summary.md.
 
     ``paths`` names the stages' outputs: ``labeled`` (the classifier's labeled dataset), ``eval``
-    (its held-out part), ``vocab``, ``embed``, ``tokenize``, ``classify`` (its folder).
+    (its held-out part), ``vocab``, ``embed``, ``tokenize``, ``classify`` (its folder), ``perturb``
+    (the screen's folder, read when the run has a perturb section).
     """
     from datasets import load_from_disk
 
@@ -198,6 +226,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
         "",
         f"Plots: `confusion_matrix.png`, `umap.png` ({method} of the cell embeddings), `training_curves.png`.",
         "",
+        *_perturbation_lines(config.perturb, paths["perturb"], report),
         "| stage | seconds (last run) |",
         "|---|---|",
         *[f"| {stage} | {s} |" for stage, s in seconds.items()],

@@ -322,6 +322,7 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # model shape and training
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)  # fine-tuning; metadata_column is label_column
     embed: EmbedConfig = field(default_factory=EmbedConfig)  # layer and batch size
+    perturb: PerturbConfig | None = None  # an in silico perturbation screen on the pretrained model (none: no screen)
 
     SECTIONS: ClassVar[dict[str, type]] = {
         "input": InputOptions,
@@ -330,6 +331,7 @@ class RunConfig:
         "pretrain": PretrainConfig,
         "classify": ClassifyConfig,
         "embed": EmbedConfig,
+        "perturb": PerturbConfig,
     }
 
     @classmethod
@@ -354,6 +356,10 @@ class RunConfig:
             if name == "classify" and "metadata_column" in section:
                 msg = f"{source}, section 'classify': give the label as label_column (top level), not metadata_column"
                 raise InputError(msg)
+            if name == "perturb":
+                if values.get(name) is None:
+                    continue
+                section.setdefault("state_column", values["label_column"])
             sections[name] = build_config(section_cls, section, source=f"{source}, section {name!r}")
         data = values["data"]
         return cls(
@@ -377,10 +383,16 @@ class RunConfig:
         """The classify section with ``label_column`` as its ``metadata_column``."""
         return replace(self.classify, metadata_column=self.label_column)
 
-    def carried_columns(self) -> list[str]:
-        """``obs`` columns that later stages read from the token dataset: the label, split groups, filters."""
-        columns = [self.label_column, self.classify.split_column, *(self.classify.filter_data or {})]
-        return list(dict.fromkeys(c for c in columns if c))
+    def carried_columns(self) -> dict[str, str]:
+        """``obs`` columns that later stages read from the token dataset -> the role each plays (for errors)."""
+        roles = {self.label_column: "label_column"}
+        for column in [self.classify.split_column, *(self.classify.filter_data or {})]:
+            roles.setdefault(column, "a column the classify section uses")
+        if self.perturb is not None:
+            for column in [self.perturb.state_column, *(self.perturb.filter or {})]:
+                roles.setdefault(column, "a column the perturb section uses")
+        roles.pop(None, None)
+        return roles
 
 
 def load_run_config(path: str | Path) -> RunConfig:
