@@ -11,11 +11,12 @@ fresh process; peak = that process's peak resident memory, imports included.
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _machine import cpu
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,13 +53,6 @@ seconds = time.perf_counter() - start
 assert len(load_from_disk(out)) == cells
 print(f"{{seconds:.2f}} {{peak_rss_kb() / 1e6:.2f}}")
 """
-
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info]
-    return f"{name} ({', '.join(flags)}), {platform.machine()}"
 
 
 def main() -> None:

@@ -111,9 +111,12 @@ def test_screen_writes_tables_and_plot(pretrained, token_dataset, tmp_path):
 
 def test_perturb_cli_screens_every_expressed_gene(pretrained, token_dataset, tmp_path, capsys):
     args = ["perturb", str(token_dataset), "--model", str(pretrained), "--out", str(tmp_path / "all")]
-    assert main([*args, "--max-cells", "3", "--null-draws", "2", "--perturbation", "overexpress"]) == 0
+    filters = ["--filter", "cell_type=T", "--filter", "sample=slide0"]  # repeated: both apply
+    assert main([*args, "--max-cells", "3", "--null-draws", "2", "--perturbation", "overexpress", *filters]) == 0
     cells = pd.read_parquet(tmp_path / "all" / "cells.parquet")
     data = load_from_disk(str(token_dataset))
+    chosen = data.filter(lambda row: row["cell_type"] == "T" and row["sample"] == "slide0")["cell_id"]
+    assert set(cells["cell_id"]) <= set(chosen)
     per_cell = cells[~cells["null"]].groupby("cell_id").size()
     lengths = dict(zip(data["cell_id"], data["length"], strict=True))
     assert len(per_cell) == 3 and all(n == lengths[c] for c, n in per_cell.items())  # every expressed gene

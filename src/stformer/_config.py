@@ -123,11 +123,22 @@ def _cli_kind(annotation: Any) -> tuple[Any, str]:
     return members[0], "JSON|A,B=C"
 
 
+class _MergeMappings(argparse.Action):
+    """A mapping option given more than once (``--filter a=1 --filter b=2``) adds up to one mapping."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        earlier = getattr(namespace, self.dest, None)
+        if isinstance(earlier, dict) and isinstance(values, dict):
+            values = {**earlier, **values}
+        setattr(namespace, self.dest, values)
+
+
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *, skip: tuple = ()) -> None:
     """Add ``--field-name`` for each field of dataclass ``cls``, with its comment and default as help.
 
     Numbers, text and ``true|false`` are read as such; lists and mappings as JSON or ``A,B=C``;
-    ``none`` sets an optional field to None. Options left out keep the dataclass default.
+    ``none`` sets an optional field to None; a mapping given twice merges. Options left out keep
+    the dataclass default.
     """
     hints = typing.get_type_hints(cls)
     helps = field_help(cls)
@@ -138,12 +149,14 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *, skip: t
         kind, metavar = _cli_kind(annotation)
         optional = type(None) in typing.get_args(annotation)
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        mapping = any(typing.get_origin(m) in (dict, Mapping) for m in _members(annotation))
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
             dest=field.name,
             type=_parse_value(kind, optional),
             nargs="?" if kind is bool else None,  # a bare --flag means true
             const=True if kind is bool else None,
+            action=_MergeMappings if mapping else "store",
             default=argparse.SUPPRESS,  # absent options keep the config file's or the dataclass's value
             metavar=metavar or None,
             help=f"{helps.get(field.name, '')} (default: {default})",

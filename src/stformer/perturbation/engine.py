@@ -47,7 +47,7 @@ def perturbation_shifts(
     *,
     fraction: float = 0.25,
     layer: int = -1,
-    batch_size: int = 32,
+    batch_size: int = 8,
     pad_id: int = 0,
     goals: Mapping[str, np.ndarray] | None = None,
     bf16: bool = False,
@@ -123,7 +123,7 @@ def perturbation_shifts(
 
 
 def cell_embeddings(
-    model, cells: Sequence[np.ndarray], *, layer: int = -1, batch_size: int = 32, pad_id: int = 0, bf16: bool = False
+    model, cells: Sequence[np.ndarray], *, layer: int = -1, batch_size: int = 8, pad_id: int = 0, bf16: bool = False
 ) -> np.ndarray:
     """(n_cells, hidden) mean of ``layer``'s hidden states over each cell's genes, in the perturbations' precision."""
     device = next(model.parameters()).device
