@@ -21,11 +21,14 @@ class Perturbation:
 
 
 def _encode(model, sequences: Sequence[np.ndarray], layer: int, pad_id: int, device, bf16: bool) -> list[torch.Tensor]:
-    """Hidden states of ``layer`` for each sequence, (length, hidden) float32 on the CPU, in input order."""
+    """Hidden states of ``layer`` for each sequence, (length, hidden) float64 on the CPU, in input order.
+
+    float64 from here on: a deletion's 1 - similarity can be ~1e-6, a few float32 steps below 1.
+    """
     ids, mask = pad_right(sequences, pad_id)  # (batch, width): cut to the longest sequence
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-    states = hidden.hidden_states[layer].float().cpu()  # (batch, width, hidden)
+    states = hidden.hidden_states[layer].cpu().double()  # (batch, width, hidden)
     return [states[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
@@ -71,7 +74,7 @@ def perturbation_shifts(
     (tokens (k,), cosine similarities (k,)) or None.
     """
     device = next(model.parameters()).device
-    goals = {name: torch.as_tensor(vector, dtype=torch.float32) for name, vector in (goals or {}).items()}
+    goals = {name: torch.as_tensor(vector, dtype=torch.float64) for name, vector in (goals or {}).items()}
     m = len(perturbations)
     result = {"cosine_similarity": np.full(m, np.nan), "applied": np.zeros(m, dtype=bool)}
     result.update({name: np.full(m, np.nan) for name in goals})
@@ -128,7 +131,7 @@ def cell_embeddings(
     """(n_cells, hidden) mean of ``layer``'s hidden states over each cell's genes, in the perturbations' precision."""
     device = next(model.parameters()).device
     order = np.argsort([-len(c) for c in cells], kind="stable")  # similar lengths share a pass
-    out = np.zeros((len(cells), model.config.hidden_size), dtype=np.float32)
+    out = np.zeros((len(cells), model.config.hidden_size))
     for lo in range(0, len(cells), batch_size):
         rows = order[lo : lo + batch_size]
         states = _encode(model, [cells[r] for r in rows], layer, pad_id, device, bf16)
