@@ -153,7 +153,7 @@ def test_bad_inputs(pretrained, cells, tmp_path):
         GenericClassifier("cell_type", label_mapping={"B": 0, "NK": 1}).prepare_data(str(cells), str(tmp_path), "p")
     big = Dataset.from_dict({"input_ids": [[2, 9999], [3, 4]], "label": [0, 1], "length": [2, 2]})
     big.save_to_disk(str(tmp_path / "big.dataset"))
-    with pytest.raises(ValueError, match="token id 9999 but the checkpoint .* vocabulary of"):
+    with pytest.raises(ValueError, match="holds token id 9999 but the model .* has a vocabulary of 61"):
         GenericClassifier("label").train(str(pretrained), str(tmp_path / "big.dataset"), str(tmp_path / "o"))
 
 

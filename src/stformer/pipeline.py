@@ -26,6 +26,10 @@ def check_inputs(config: RunConfig) -> None:
     from .tokenize import check_input_files
 
     check_input_files(config.data, config.input, config.carried_columns())
+    if config.pretrain.init_from is not None:
+        from .checkpoints import open_model_folder
+
+        open_model_folder(config.pretrain.init_from, config.vocabulary_file())
 
 
 def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progress: bool = True) -> dict:
@@ -50,21 +54,20 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
     upstream, fingerprints = "", {}
     for stage in STAGES:
         section = {
-            "medians": config.medians_settings,
-            "tokenize": config.tokenize_settings,
-            "pretrain": lambda: config.pretrain,
-            "classify": config.classify_settings,
-            "embed": lambda: config.embed,
-            "perturb": lambda: config.perturb,
+            "medians": lambda: [asdict(config.medians_settings()), _file_identity(config.gene_medians)],
+            "vocab": lambda: _file_identity(config.token_dictionary),
+            "tokenize": lambda: asdict(config.tokenize_settings()),
+            "pretrain": lambda: [asdict(config.pretrain), _file_identity(config.pretrain.init_from)],
+            "classify": lambda: asdict(config.classify_settings()),
+            "embed": lambda: asdict(config.embed),
+            "perturb": lambda: config.perturb and asdict(config.perturb),
         }.get(stage, lambda: None)()
         upstream = fingerprints[stage] = hashlib.sha256(
-            json.dumps(
-                [upstream, config.data, None if section is None else asdict(section)], sort_keys=True, default=str
-            ).encode()
+            json.dumps([upstream, config.data, section], sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
     actions: dict[str, Callable[[], None]] = {
         "medians": lambda: _medians(config, paths),
-        "vocab": lambda: _vocab(paths),
+        "vocab": lambda: _vocab(config, paths),
         "tokenize": lambda: _tokenize(config, paths, progress),
         "pretrain": lambda: _pretrain(config, paths, fingerprints["pretrain"]),
         "classify": lambda: _classify(config, paths),
@@ -91,17 +94,33 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
     return log
 
 
+def _file_identity(path: str | None) -> list | None:
+    """A given file or folder by path, size and modification time (a changed file re-runs its stage)."""
+    if path is None:
+        return None
+    files = sorted(Path(path).iterdir()) if Path(path).is_dir() else [Path(path)]
+    return [str(path), [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]]
+
+
 def _medians(config: RunConfig, paths: dict) -> None:
+    from ._files import load_mapping_file
     from .tokenize import compute_gene_medians, write_gene_medians
 
-    write_gene_medians(compute_gene_medians(config.data, config.medians_settings()), paths["medians"], overwrite=True)
+    medians = (
+        load_mapping_file(config.gene_medians)
+        if config.gene_medians is not None
+        else compute_gene_medians(config.data, config.medians_settings())
+    )
+    write_gene_medians(medians, paths["medians"], overwrite=True)
 
 
-def _vocab(paths: dict) -> None:
+def _vocab(config: RunConfig, paths: dict) -> None:
     from ._files import load_mapping_file
-    from .vocab import build_token_dictionary, save_token_dictionary
+    from .vocab import build_token_dictionary, load_token_dictionary, save_token_dictionary
 
-    save_token_dictionary(build_token_dictionary(load_mapping_file(paths["medians"])), paths["vocab"], overwrite=True)
+    given = config.vocabulary_file()
+    vocab = load_token_dictionary(given) if given else build_token_dictionary(load_mapping_file(paths["medians"]))
+    save_token_dictionary(vocab, paths["vocab"], overwrite=True)
 
 
 def _tokenize(config: RunConfig, paths: dict, progress: bool) -> None:
@@ -131,6 +150,9 @@ def _pretrain(config: RunConfig, paths: dict, fingerprint: str) -> None:
 
     settings = config.pretrain
     root = paths["pretrain"].parent.parent  # output_dir/pretrain
+    if settings.init_from is not None and settings.epochs == 0 and settings.max_steps <= 0:
+        _adopt(settings, root / settings.run_name, paths["vocab"])
+        return
     work = root / f".work-{fingerprint}"
     for stale in root.glob(".work-*"):
         if stale != work:
@@ -141,6 +163,20 @@ def _pretrain(config: RunConfig, paths: dict, fingerprint: str) -> None:
     with atomic_path(root / settings.run_name, overwrite=True) as target:
         os.replace(work / settings.run_name, target)
     shutil.rmtree(work)
+
+
+def _adopt(settings, run_dir: Path, vocab_file: Path) -> None:
+    """The ``init_from`` model as this run's pretrained model, untrained further (epochs: 0)."""
+    from .checkpoints import open_model_folder
+    from .hf_tokenizer import build_custom_tokenizer
+    from .pretrain.model import BertForMaskedGenes
+
+    folder = open_model_folder(settings.init_from, vocab_file)
+    with atomic_path(run_dir, overwrite=True) as target:
+        model_dir = target / "model"
+        BertForMaskedGenes.from_pretrained(settings.init_from).save_pretrained(model_dir)  # safetensors
+        write_json(folder.vocab, model_dir / "vocab.json")
+        build_custom_tokenizer(folder.vocab, model_max_length=folder.max_length).save_pretrained(model_dir)
 
 
 def _classify(config: RunConfig, paths: dict) -> None:

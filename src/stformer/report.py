@@ -120,9 +120,10 @@ def _curves(out: Path, path: Path) -> None:
             points = [(h["step"], h[key]) for h in history if key in h]
             if points:
                 ax.plot(*zip(*points, strict=True), marker=".", label=key)
-        ax.set_title(title)
+        ax.set_title(title if history else f"{title}: not run (a given model)")
         ax.set_xlabel("step")
-        ax.legend()
+        if history:
+            ax.legend()
     save_figure(fig, path)
 
 
@@ -161,7 +162,7 @@ def _perturbation_lines(settings, screen: Path, report: Path, top: int = 10) -> 
         "",
         f"| gene | cells | {effect} | FDR |",
         "|---|---|---|---|",
-        *[f"| {r.symbol} | {r.n_cells} | {getattr(r, effect):.4f} | {r.fdr:.2g} |" for r in rows.itertuples()],
+        *[f"| {r.symbol} | {r.n_cells} | {getattr(r, effect):.3g} | {r.fdr:.2g} |" for r in rows.itertuples()],
         "",
     ]
 

@@ -138,7 +138,7 @@ class PretrainConfig:
     lr_scheduler: str = "linear"  # learning-rate schedule after warmup (a transformers scheduler name)
     warmup_steps: int = 10_000  # capped to a tenth of the run
     weight_decay: float = 0.001  # AdamW weight decay
-    epochs: float = 3.0  # passes over the training cells
+    epochs: float = 3.0  # passes over the training cells (stformer run, 0 with init_from: that model as it is)
     max_steps: int = -1  # > 0 overrides epochs
     mlm_probability: float = 0.15  # share of real tokens masked (80% <mask>, 10% random gene, 10% unchanged)
     seed: int = 42  # initialization, masking and batch order
@@ -152,6 +152,8 @@ class PretrainConfig:
     save_steps: int = 1000  # checkpoint interval (for --resume)
     save_total_limit: int = 2  # checkpoints kept
     run_name: str = "pretrain"  # folder of this run under the output folder
+    init_from: str | None = None  # continue pretraining this model folder (its shape and dropouts win over these)
+    extend_positions: bool = False  # init_from: lengthen its position embeddings when cells are longer than it reads
     deepspeed: str | None = None  # DeepSpeed JSON config (needs deepspeed installed)
     dataloader_num_workers: int = 0  # data-loading processes (0: in the training process)
 
@@ -247,6 +249,7 @@ class EmbedConfig:
     layer: int = -1  # hidden layer whose states are averaged: -1 the last, 0 the embeddings
     batch_size: int = 32  # cells per forward pass (cells of similar length together)
     genes: bool = False  # also each gene's hidden state averaged over the cells expressing it
+    token_dictionary: str | None = None  # the model's dictionary when its folder has none (default: the tokens')
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -276,10 +279,11 @@ class PerturbConfig:
     gene_shifts: bool = False  # also each other gene's own embedding shift (gene_shifts.parquet/.csv)
     gene_mapping: dict[str, str] | str | None = None  # symbol -> Ensembl id (dict or file), to accept symbols
     layer: int = -1  # hidden layer compared (-1 the last)
-    batch_size: int = 8  # sequences per forward pass (8 of 2,048 genes: 1.1 GB; larger batches gain little on CPU)
+    batch_size: int = 8  # sequences of 2,048 genes per forward pass (shorter: more), 1.1-1.9 GB at the default shape
     chunk_cells: int = 64  # cells screened and written together (a killed run resumes after the last chunk)
     device: str = "auto"  # "auto" (CUDA when present, this rank's GPU under torchrun), "cpu" or "cuda"
     seed: int = 42  # cell draw and null genes
+    token_dictionary: str | None = None  # the model's dictionary when its folder has none (default: the tokens')
 
     def __post_init__(self) -> None:
         if self.perturbation not in PERTURBATIONS:
@@ -316,6 +320,10 @@ class RunConfig:
     data: list[str]  # h5ad/loom files or folders (relative paths: from the config file's folder)
     output_dir: str  # every stage writes below it
     label_column: str  # obs column to classify (carried into the token dataset)
+    gene_medians: str | None = None  # medians file (e.g. Geneformer's .pkl) instead of medians of these cells
+    token_dictionary: str | None = (
+        None  # vocabulary file (e.g. Geneformer's .pkl) instead of one built from the medians
+    )
     input: InputOptions = field(default_factory=InputOptions)  # how every stage reads the files
     medians: MediansConfig = field(default_factory=MediansConfig)  # method and chunk size
     tokenize: TokenizerConfig = field(default_factory=TokenizerConfig)  # mode, lengths, neighbors, columns
@@ -366,8 +374,17 @@ class RunConfig:
             data=[data] if isinstance(data, str) else list(data),
             output_dir=values["output_dir"],
             label_column=values["label_column"],
+            gene_medians=values.get("gene_medians"),
+            token_dictionary=values.get("token_dictionary"),
             **sections,
         )
+
+    def vocabulary_file(self) -> str | None:
+        """The given vocabulary: ``token_dictionary``, else the ``vocab.json`` of ``pretrain.init_from``."""
+        if self.token_dictionary is not None or self.pretrain.init_from is None:
+            return self.token_dictionary
+        own = Path(self.pretrain.init_from) / "vocab.json"
+        return str(own) if own.is_file() else None
 
     def medians_settings(self) -> MediansConfig:
         """The medians section with the input section's reading options."""
@@ -399,9 +416,18 @@ def load_run_config(path: str | Path) -> RunConfig:
     """Read and check a run config (YAML/JSON); relative paths are resolved against the file's folder."""
     path = Path(path)
     config = RunConfig.from_dict(load_config_file(path), source=str(path))
-    config.data = [str((path.parent / d).resolve()) if not Path(d).is_absolute() else d for d in config.data]
-    if not Path(config.output_dir).is_absolute():
-        config.output_dir = str((path.parent / config.output_dir).resolve())
+
+    def resolve(value):
+        return (
+            str((path.parent / value).resolve()) if isinstance(value, str) and not Path(value).is_absolute() else value
+        )
+
+    config.data = [resolve(d) for d in config.data]
+    config.output_dir, config.token_dictionary = resolve(config.output_dir), resolve(config.token_dictionary)
+    config.input.gene_mapping, config.gene_medians = resolve(config.input.gene_mapping), resolve(config.gene_medians)
+    config.pretrain.init_from = resolve(config.pretrain.init_from)
+    if config.perturb is not None:
+        config.perturb.gene_mapping = resolve(config.perturb.gene_mapping)
     return config
 
 

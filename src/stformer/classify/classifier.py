@@ -12,11 +12,12 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
-from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS
-from .._datasets import example_lengths, token_id_range
+from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS, VOCAB_FILE
+from .._datasets import example_lengths
 from .._errors import InputError, InputKeyError
 from .._files import atomic_path, write_json, write_pickle
 from .._hardware import bf16_is_fast
+from ..checkpoints import fit_to_model, open_model_folder
 from ..hf_tokenizer import build_custom_tokenizer
 from ..settings import ClassifyConfig
 from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
@@ -225,8 +226,9 @@ class GenericClassifier:
         out.mkdir(parents=True, exist_ok=True)
         data = load_from_disk(str(dataset_path))
         id_class = read_id_class_dict(id_class_dict_file) if id_class_dict_file else self._id_class(dataset_path, data)
+        folder = open_model_folder(model_checkpoint, self.token_dictionary_file, required=False)
+        data = fit_to_model(data, folder, source=str(dataset_path))
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_checkpoint)
-        check_vocabulary(model_checkpoint, data)
         train_data, eval_data = self._split(data, eval_dataset, test_size)
         with atomic_path(out / EVAL_DATASET, overwrite=True) as tmp:
             eval_data.save_to_disk(str(tmp))
@@ -236,7 +238,7 @@ class GenericClassifier:
         else:
             trainer = self._trainer(model_checkpoint, train_data, eval_data, tokenizer, id_class, out)
             trainer.train()
-        self._save(trainer, out / MODEL_DIR, id_class)
+        self._save(trainer, out / MODEL_DIR, id_class, folder.vocab)
         write_json(trainer.state.log_history, out / "log_history.json", overwrite=True)
         self._write_predictions(trainer, eval_data, id_class, out)
         return trainer
@@ -254,8 +256,10 @@ class GenericClassifier:
         """Ray Tune search over ``ray_config``; saves the best trial's model; returns the analysis."""
         data = load_from_disk(str(dataset_path))
         id_class = self._id_class(dataset_path, data)
+        data = fit_to_model(
+            data, open_model_folder(model_checkpoint, self.token_dictionary_file, required=False), source=dataset_path
+        )
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_checkpoint)
-        check_vocabulary(model_checkpoint, data)
         train_data, eval_data = self._split(data, eval_dataset_path, test_size)
         return self._tune(
             model_checkpoint, train_data, eval_data, tokenizer, id_class, Path(output_directory), n_trials
@@ -374,11 +378,13 @@ class GenericClassifier:
 
         return loss
 
-    def _save(self, trainer, model_dir: Path, id_class: dict[int, str]) -> None:
+    def _save(self, trainer, model_dir: Path, id_class: dict[int, str], vocab: dict[str, int] | None) -> None:
         with atomic_path(model_dir, overwrite=True) as tmp:
             trainer.save_model(str(tmp))
             (tmp / "training_args.bin").unlink(missing_ok=True)
             write_json({str(i): c for i, c in id_class.items()}, tmp / "id_class_dict.json")
+            if vocab is not None:
+                write_json(vocab, tmp / VOCAB_FILE)
         shutil.rmtree(model_dir.parent / "checkpoints", ignore_errors=True)
 
     def _write_predictions(self, trainer, eval_data: Dataset, id_class: dict[int, str], out: Path) -> dict:
@@ -421,8 +427,12 @@ class GenericClassifier:
         if unseen:
             msg = f"{eval_dataset_path}: label ids {unseen[:5]} were not seen in training ({id_class_dict_file})"
             raise InputError(msg)
+        data = fit_to_model(
+            data,
+            open_model_folder(model_directory, self.token_dictionary_file, required=False),
+            source=eval_dataset_path,
+        )
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_directory)
-        check_vocabulary(model_directory, data)
         model = load_classifier(model_directory, self.classifier_type)
         out = Path(output_directory)
         out.mkdir(parents=True, exist_ok=True)
@@ -475,17 +485,3 @@ def load_classifier(model_directory: str | Path, classifier_type: str):
     """Load a fine-tuned cell (sequence) or gene (token) classifier."""
     cls = BertForCellClassification if classifier_type == "sequence" else BertForTokenClassification
     return cls.from_pretrained(str(model_directory))
-
-
-def check_vocabulary(checkpoint: str | Path, data: Dataset) -> None:
-    """Fail when the checkpoint's vocabulary cannot hold the dataset's token ids."""
-    from transformers import AutoConfig
-
-    vocab_size = AutoConfig.from_pretrained(str(checkpoint), local_files_only=True).vocab_size
-    high = (token_id_range(data) or (0, -1))[1]
-    if high >= vocab_size:
-        msg = (
-            f"the dataset holds token id {high} but the checkpoint {checkpoint} has a vocabulary of "
-            f"{vocab_size}: the data were tokenized with a different vocabulary than the model's"
-        )
-        raise InputError(msg)

@@ -9,14 +9,14 @@ import pandas as pd
 import torch
 from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
-from transformers import AutoConfig, BertModel
 
 from .._cells import cell_ids
 from .._config import build_config
-from .._constants import CELL_ID, INPUT_IDS
+from .._constants import CELL_ID, INPUT_IDS, PAD_TOKEN
 from .._datasets import example_lengths, pad_right
 from .._errors import InputError
 from .._files import atomic_path
+from ..checkpoints import fit_to_model, load_encoder, open_model_folder
 from ..settings import EmbedConfig
 
 
@@ -53,8 +53,12 @@ def embed(
     if INPUT_IDS not in data.column_names or len(data) == 0:
         msg = f"{dataset}: expected a non-empty token dataset with an {INPUT_IDS!r} column"
         raise InputError(msg)
-    model_config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True)
-    model = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False).eval()
+    folder = open_model_folder(
+        model_dir, config.token_dictionary, tokens=dataset if isinstance(dataset, (str, Path)) else None
+    )
+    data = fit_to_model(data, folder, source=str(dataset) if isinstance(dataset, (str, Path)) else "the token dataset")
+    model_config = folder.config
+    model = load_encoder(folder)
     n_layers, hidden_size, vocab_size = (
         model_config.num_hidden_layers,
         model_config.hidden_size,
@@ -70,7 +74,7 @@ def embed(
     batches = range(0, len(data), batch_size)
     for start in tqdm(batches, desc="embed", unit="batch", disable=not progress):
         rows = order[start : start + batch_size]
-        ids, mask = pad_right(data.select(rows)[INPUT_IDS], model_config.pad_token_id or 0)  # (batch, width)
+        ids, mask = pad_right(data.select(rows)[INPUT_IDS], folder.vocab[PAD_TOKEN])  # (batch, width)
         with torch.no_grad():
             hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
         weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)

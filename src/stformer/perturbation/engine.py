@@ -32,6 +32,25 @@ def _encode(model, sequences: Sequence[np.ndarray], layer: int, pad_id: int, dev
     return [states[row, : len(seq)] for row, seq in enumerate(sequences)]
 
 
+FULL_LENGTH = 2048  # batch_size counts sequences of this length; shorter ones share a pass in proportion
+
+
+def _batches(lengths: Sequence[int], batch_size: int) -> list[slice]:
+    """Consecutive slices of items sorted longest first, each at most ``batch_size`` x 2,048 tokens padded.
+
+    >>> _batches([2048, 1000, 1000, 500], 1)
+    [slice(0, 1, None), slice(1, 3, None), slice(3, 4, None)]
+    """
+    budget, out, start = batch_size * FULL_LENGTH, [], 0
+    while start < len(lengths):
+        end = start + 1
+        while end < len(lengths) and (end - start + 1) * lengths[start] <= budget:
+            end += 1
+        out.append(slice(start, end))
+        start = end
+    return out
+
+
 def _rows_of(sequence: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     """Index in ``sequence`` of each of ``tokens`` (all present): the alignment by token, not position."""
     order = np.argsort(sequence, kind="stable")
@@ -65,9 +84,10 @@ def perturbation_shifts(
     ``gene_shifts``, for every shared gene the cosine similarity of its own hidden state before
     and after (matched by token).
 
-    Cells are processed in chunks of ``batch_size``: the originals once, then their perturbed
-    copies in batches of ``batch_size`` sequences sorted by length (padding only to the longest
-    of a batch); a perturbation listed twice is computed once. Returns, in the order of
+    Cells are processed in groups: the originals once, then their perturbed copies sorted by
+    length, padded only to the longest of a pass; a pass holds ``batch_size`` sequences of
+    2,048 genes, or proportionally more shorter ones. A perturbation listed twice is computed
+    once. Returns, in the order of
     ``perturbations``: ``"cosine_similarity"`` (m,), ``"applied"`` (m,) bool,
     one (m,) array per goal (NaN where a perturbation changes nothing, e.g. deleting a gene
     the cell does not express) and with ``gene_shifts`` ``"gene_shifts"``: m entries of
@@ -85,8 +105,8 @@ def perturbation_shifts(
         if first.setdefault(perturbation, index) == index:
             by_cell.setdefault(perturbation.cell, []).append(index)
     cell_ids = sorted(by_cell, key=lambda c: -len(cells[c]))
-    for start in range(0, len(cell_ids), batch_size):
-        chunk = cell_ids[start : start + batch_size]
+    for part in _batches([len(cells[c]) for c in cell_ids], batch_size):
+        chunk = cell_ids[part]
         originals = dict(
             zip(chunk, _encode(model, [cells[c] for c in chunk], layer, pad_id, device, bf16), strict=True)
         )
@@ -97,8 +117,8 @@ def perturbation_shifts(
                 if edited is not None:
                     jobs.append((index, c, edited))
         jobs.sort(key=lambda job: -len(job[2]))
-        for lo in range(0, len(jobs), batch_size):
-            batch = jobs[lo : lo + batch_size]
+        for part in _batches([len(job[2]) for job in jobs], batch_size):
+            batch = jobs[part]
             states = _encode(model, [edited for _, _, edited in batch], layer, pad_id, device, bf16)
             for (index, c, edited), perturbed_states in zip(batch, states, strict=True):
                 original, perturbed_genes = cells[c], np.asarray(perturbations[index].genes)
@@ -132,8 +152,8 @@ def cell_embeddings(
     device = next(model.parameters()).device
     order = np.argsort([-len(c) for c in cells], kind="stable")  # similar lengths share a pass
     out = np.zeros((len(cells), model.config.hidden_size))
-    for lo in range(0, len(cells), batch_size):
-        rows = order[lo : lo + batch_size]
+    for part in _batches([len(cells[r]) for r in order], batch_size):
+        rows = order[part]
         states = _encode(model, [cells[r] for r in rows], layer, pad_id, device, bf16)
         out[rows] = torch.stack([s.mean(0) for s in states]).numpy()
     return out

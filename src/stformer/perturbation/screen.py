@@ -16,15 +16,15 @@ from scipy.stats import false_discovery_control, mannwhitneyu
 from tqdm.auto import tqdm
 
 from .._config import build_config
-from .._constants import CELL_ID, INPUT_IDS, PAD_TOKEN, VOCAB_FILE
+from .._constants import CELL_ID, INPUT_IDS, PAD_TOKEN
 from .._distributed import barrier, device_for, ranks
 from .._errors import InputError
 from .._figures import new_figure, save_figure
 from .._files import atomic_path, load_mapping_file
 from .._hardware import bf16_is_fast
+from ..checkpoints import fit_to_model, load_encoder, open_model_folder
 from ..classify.data import matching_rows
 from ..settings import PerturbConfig
-from ..vocab import load_token_dictionary
 from .engine import Perturbation, cell_embeddings, perturbation_shifts
 
 GENES_TABLE, CELLS_TABLE, GENE_SHIFTS, FIGURE = "genes", "cells.parquet", "gene_shifts", "perturbation.png"
@@ -57,7 +57,7 @@ def perturb(
     (``scipy.stats.false_discovery_control``).
 
     Writes ``out/genes.csv`` and ``out/genes.parquet`` (one row per gene or gene set, sorted by
-    FDR, then effect), ``out/cells.parquet`` (one row per cell and perturbation, null ones
+    FDR, p-value, then effect), ``out/cells.parquet`` (one row per cell and perturbation, null ones
     marked), ``out/perturbation.png``, ``out/settings.json`` and with ``gene_shifts``
     ``out/gene_shifts.parquet`` (per cell) and ``out/gene_shifts.csv`` (mean over cells).
 
@@ -77,9 +77,11 @@ def perturb(
         msg = f"{out} already exists; choose another output folder or pass overwrite=True (--overwrite)"
         raise FileExistsError(msg)
     data = load_from_disk(str(tokens)) if isinstance(tokens, (str, Path)) else tokens
-    vocab = _vocabulary(model_dir, tokens)
+    on_disk = isinstance(tokens, (str, Path))
+    folder = open_model_folder(model_dir, config.token_dictionary, tokens=tokens if on_disk else None)
+    data, vocab = fit_to_model(data, folder, source=str(tokens) if on_disk else "the token dataset"), folder.vocab
     rank, world, _ = ranks()
-    model, device = _model(model_dir, config.device)
+    model, device = _model(folder, config.device)
     bf16 = bf16_is_fast(device.type)
     chosen = _chosen_cells(data, config)
     wanted, anchor = _genes(config, config.genes, vocab), _anchor(config, vocab)
@@ -246,9 +248,8 @@ def gene_statistics(table: pd.DataFrame, config: PerturbConfig) -> pd.DataFrame:
         genes.loc[tested, "fdr"] = false_discovery_control(genes.loc[tested, "p_value"].to_numpy())
     mean_effect = f"{effect}_mean" if effect != "dissimilarity" else "cosine_similarity_mean"
     ascending = effect == "dissimilarity"  # lower similarity = larger effect
-    return genes.sort_values(["fdr", mean_effect], ascending=[True, ascending], na_position="last").reset_index(
-        drop=True
-    )
+    order = ["fdr", "p_value", mean_effect]  # equal FDRs (BH ties them often): the stronger evidence first
+    return genes.sort_values(order, ascending=[True, True, ascending], na_position="last").reset_index(drop=True)
 
 
 def effect_column(config: PerturbConfig) -> str:
@@ -343,22 +344,11 @@ def _prepare_work_folder(work: Path, fingerprint: str) -> None:
     stamp.write_text(fingerprint)
 
 
-def _vocabulary(model_dir, tokens) -> dict[str, int]:
-    for folder in (Path(model_dir), Path(tokens) if isinstance(tokens, (str, Path)) else None):
-        if folder is not None and (folder / VOCAB_FILE).exists():
-            return load_token_dictionary(folder / VOCAB_FILE)
-    msg = f"no {VOCAB_FILE} in {model_dir} or the token dataset; perturbation names genes through it"
-    raise InputError(msg)
-
-
-def _model(model_dir, device_option: str):
-    from transformers import BertModel
-
+def _model(folder, device_option: str):
     from .._kernels import use_fast_kernels
 
     device = device_for(device_option)
-    model = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False).eval().to(device)
-    return use_fast_kernels(model), device
+    return use_fast_kernels(load_encoder(folder).to(device)), device
 
 
 def _chosen_cells(data: Dataset, config: PerturbConfig) -> np.ndarray:

@@ -143,3 +143,24 @@ def bert_config(
         initializer_range=0.02,
         layer_norm_eps=1e-12,
     )
+
+
+def extend_position_embeddings(model: BertForMaskedLM, length: int) -> None:
+    """Lengthen the position embeddings to ``length`` in place; position p >= the old n starts as p mod n.
+
+    In a neighborhood sequence the genes after the cell's own part are ranked afresh, so a
+    neighbor part's rank k starting from the embedding of position k is a warm start that
+    continued pretraining refines.
+    """
+    embeddings = model.bert.embeddings
+    old = embeddings.position_embeddings.weight.detach()  # (n, hidden)
+    grown = torch.nn.Embedding(length, old.shape[1], device=old.device, dtype=old.dtype)
+    with torch.no_grad():
+        grown.weight.copy_(old[torch.arange(length) % old.shape[0]])  # (length, hidden)
+    embeddings.position_embeddings = grown
+    embeddings.register_buffer("position_ids", torch.arange(length, device=old.device)[None], persistent=False)
+    if hasattr(embeddings, "token_type_ids"):
+        embeddings.register_buffer(
+            "token_type_ids", torch.zeros(1, length, dtype=torch.long, device=old.device), persistent=False
+        )
+    model.config.max_position_embeddings = length

@@ -22,9 +22,10 @@ from .._errors import InputError
 from .._files import write_json, write_pickle
 from .._hardware import bf16_is_fast
 from .._warnings import StformerWarning
+from ..checkpoints import open_model_folder
 from ..settings import PretrainConfig
 from ..vocab import load_token_dictionary
-from .model import BertForMaskedGenes, bert_config
+from .model import BertForMaskedGenes, bert_config, extend_position_embeddings
 from .setup import check_deepspeed_config, make_output_dirs, setup_environment
 from .trainer import STFormerPretrainer, load_example_lengths
 
@@ -108,15 +109,8 @@ def pretrain(
     lengths_file = Path(example_lengths_file or dataset_path / LENGTHS_FILE)
     dataset = load_from_disk(str(dataset_path))
     lengths = load_example_lengths(lengths_file)
-    max_length = config.max_length or (4096 if NEIGHBOR_START in dataset.column_names else 2048)
-    if lengths and max(lengths) > max_length:
-        msg = (
-            f"{lengths_file}: examples have up to {max(lengths)} tokens but max_length is "
-            f"{max_length}; set max_length >= {max(lengths)} or tokenize with a smaller max_length"
-        )
-        raise InputError(msg)
-
-    setup_environment(config.seed)
+    setup_environment(config.seed)  # before the model: its initial weights follow the seed
+    model = _initial_model(config, vocab, dataset, lengths, lengths_file)
     dirs = make_output_dirs(output_dir, config.run_name)
     last = get_last_checkpoint(str(dirs["training"]))
     if last and not resume:
@@ -130,20 +124,6 @@ def pretrain(
     if config.eval_fraction > 0:
         train, evaluation, train_lengths_file = _split(dataset, lengths, config, dirs)
 
-    model = BertForMaskedGenes(
-        bert_config(
-            len(vocab),
-            vocab[PAD_TOKEN],
-            num_layers=config.num_layers,
-            hidden_size=config.hidden_size,
-            num_heads=config.num_heads,
-            intermediate_size=config.intermediate_size,
-            max_length=max_length,
-            activation=config.activation,
-            hidden_dropout=config.hidden_dropout,
-            attention_dropout=config.attention_dropout,
-        )
-    )
     args = _training_arguments(config, dirs, len(train), evaluation is not None)
     trainer = STFormerPretrainer(
         args,
@@ -170,6 +150,44 @@ def pretrain(
         summary["eval_loss"] = trainer.evaluate()["eval_loss"]
     _save_final(trainer, vocab, dirs, summary)
     return summary
+
+
+def _initial_model(config: PretrainConfig, vocab: dict, dataset, lengths: list[int], lengths_file: Path):
+    """A new model of the configured shape, or the ``init_from`` checkpoint (lengthened if asked)."""
+    longest = max(lengths, default=0)
+    if config.init_from is None:
+        max_length = config.max_length or (4096 if NEIGHBOR_START in dataset.column_names else 2048)
+        if longest > max_length:
+            msg = (
+                f"{lengths_file}: examples have up to {longest} tokens but max_length is "
+                f"{max_length}; set max_length >= {longest} or tokenize with a smaller max_length"
+            )
+            raise InputError(msg)
+        shape = {f: getattr(config, f) for f in ("num_layers", "hidden_size", "num_heads", "intermediate_size")}
+        return BertForMaskedGenes(
+            bert_config(
+                len(vocab),
+                vocab[PAD_TOKEN],
+                **shape,
+                max_length=max_length,
+                activation=config.activation,
+                hidden_dropout=config.hidden_dropout,
+                attention_dropout=config.attention_dropout,
+            )
+        )
+    folder = open_model_folder(config.init_from, vocab)
+    model = BertForMaskedGenes.from_pretrained(config.init_from)
+    wanted = max(config.max_length or 0, longest)
+    if wanted > folder.max_length:
+        if not config.extend_positions:
+            msg = (
+                f"{lengths_file}: examples have up to {longest} tokens but the model {config.init_from} reads at most "
+                f"{folder.max_length}; set extend_positions (new positions start from the learned ones) or tokenize "
+                f"with max_length <= {folder.max_length}"
+            )
+            raise InputError(msg)
+        extend_position_embeddings(model, wanted)
+    return model
 
 
 def _split(dataset, lengths: list[int], config: PretrainConfig, dirs: dict):
