@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from datasets import load_from_disk
 from synthetic import make_adata
 
@@ -57,3 +58,17 @@ def test_user_errors_print_one_line_and_bugs_show_their_traceback(tmp_path, caps
     assert main(["medians", str(tmp_path / "a.h5ad"), "--out", str(tmp_path / "m.json")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and "ValueError: an internal mistake" in err and "please report it" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["medians"], ["vocab"], ["tokenize"], ["pretrain"], ["classify", "train"], ["embed"], ["perturb"], ["run"]],
+)
+def test_every_command_explains_its_options(command, capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main([*command, "--help"])
+    assert exit_code.value.code == 0
+    shown = capsys.readouterr().out
+    assert "usage: stformer" in shown and "--" in shown
+    if command == ["pretrain"]:
+        assert "(80% <mask>, 10% random" in shown  # a % in a field's comment

@@ -159,7 +159,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, *, skip: t
             action=_MergeMappings if mapping else "store",
             default=argparse.SUPPRESS,  # absent options keep the config file's or the dataclass's value
             metavar=metavar or None,
-            help=f"{helps.get(field.name, '')} (default: {default})",
+            help=f"{helps.get(field.name, '')} (default: {default})".replace("%", "%%"),  # argparse formats help
         )
 
 

@@ -120,7 +120,12 @@ def _perturb(args: argparse.Namespace) -> None:
     from .perturbation import perturb
 
     genes = perturb(
-        args.model, args.data, args.out, config_from_cli(PerturbConfig, args, args.config), overwrite=args.overwrite
+        args.model,
+        args.data,
+        args.out,
+        config_from_cli(PerturbConfig, args, args.config),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
     )
     columns = ("gene", "symbol", "n_cells", "cosine_similarity_mean", "goal_shift_mean", "p_value", "fdr")
     shown = [c for c in columns if c in genes]
@@ -218,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path, help="token dataset")
     p.add_argument("--model", required=True, type=Path, help="pretrained or fine-tuned model folder")
     p.add_argument("--out", required=True, type=Path, help="output folder (genes.csv, cells.parquet, perturbation.png)")
-    _add_output_flags(p, quiet=False)
+    _add_output_flags(p)
     add_dataclass_options(p, PerturbConfig)
 
     p = _command(sub, "run", "every stage from h5ad/loom to a classifier, embeddings and a report", _run)
