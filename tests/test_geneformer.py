@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 from transformers import BertConfig, BertForMaskedLM
 
 from stformer import embed, tokenize_data
@@ -221,3 +221,95 @@ def test_stformer_run_starts_from_a_foreign_checkpoint_and_geneformer_dictionari
     for name, value in model.state_dict().items():
         torch.testing.assert_close(adopted.state_dict()[name], value)
     assert (out / "report" / "summary.md").exists() and (out / "cell_embeddings.npz").exists()
+
+
+def _v2_dictionary() -> dict[str, int]:
+    """Geneformer V1's dictionary with V2's <cls> and <eos> added after the genes."""
+    vocab = safe_load_pickle(GENEFORMER / "token_dictionary.pkl")
+    return {**vocab, "<cls>": len(vocab), "<eos>": len(vocab) + 1}
+
+
+def test_v2_cells_are_framed_by_cls_and_eos_within_max_length(pbmc_h5ad, geneformer_tokens, tmp_path):
+    vocab = _v2_dictionary()
+    (tmp_path / "v2.json").write_text(json.dumps(vocab))
+    tokenize_data(
+        pbmc_h5ad,
+        tmp_path / "v2",
+        GENEFORMER / "gene_median_dictionary.pkl",
+        tmp_path / "v2.json",
+        gene_mapping=GENEFORMER / "gene_name_id_dict.pkl",
+        max_length=64,
+        progress=False,
+    )
+    v2 = load_from_disk(str(tmp_path / "v2"))
+    v1 = load_from_disk(str(geneformer_tokens))["input_ids"]
+    for framed, genes, length in zip(v2["input_ids"], v1, v2["length"], strict=True):
+        assert framed == [vocab["<cls>"], *genes[:62], vocab["<eos>"]]  # 62 genes + 2 = max_length
+        assert length == len(framed)
+    assert safe_load_pickle(tmp_path / "v2" / "lengths.pkl") == v2["length"]
+    # pretraining never masks or predicts them
+    from stformer.pretrain.collator import STFormerPreCollator, mask_genes, special_and_gene_ids
+
+    special, gene_ids = special_and_gene_ids(STFormerPreCollator(vocab))
+    ids = torch.as_tensor([row[:20] + row[-1:] for row in v2["input_ids"][:50]])  # (50, 21): <cls> ... <eos>
+    masked, labels = mask_genes(ids, special, gene_ids, 0.9)
+    assert (labels[:, [0, -1]] == -100).all() and (masked[:, [0, -1]] == ids[:, [0, -1]]).all()
+    assert not torch.isin(masked[labels != -100], torch.tensor([vocab["<cls>"], vocab["<eos>"]])).any()
+
+
+def test_v2_embeddings_mean_over_genes_or_pool_cls_and_perturbations_keep_the_frame(tmp_path):
+    from stformer.perturbation.edits import perturb_sequence
+    from stformer.perturbation.engine import Perturbation, perturbation_shifts
+
+    vocab = _v2_dictionary()
+    cls, eos = vocab["<cls>"], vocab["<eos>"]
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    model = BertForMaskedLM(config).eval()
+    model.save_pretrained(tmp_path / "v2model")
+    rng = np.random.default_rng(0)
+    cells = [rng.choice(np.arange(2, 25_000), n, replace=False) for n in (30, 12)]
+    framed = [[cls, *c.tolist(), eos] for c in cells]
+    data = Dataset.from_dict({"input_ids": framed, "length": [len(f) for f in framed], "cell_id": ["a", "b"]})
+    mean = embed(tmp_path / "v2model", data, token_dictionary=vocab, progress=False)["cells"]
+    pooled = embed(tmp_path / "v2model", data, token_dictionary=vocab, pooling="cls", progress=False)["cells"]
+    with torch.no_grad():
+        for row, sequence in enumerate(framed):
+            states = model.bert(input_ids=torch.as_tensor(sequence)[None]).last_hidden_state[0]
+            np.testing.assert_allclose(mean[row], states[1:-1].mean(0).numpy(), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(pooled[row], states[0].numpy(), rtol=1e-4, atol=1e-5)
+    # deleting a gene of a framed cell: both sequences keep <cls> first and <eos> last; genes compared by token
+    gene = int(cells[0][3])
+    got = perturbation_shifts(model.bert, cells, [Perturbation(0, (gene,))], "delete", frame=(cls, eos))
+    edited = perturb_sequence(cells[0], [gene], "delete")
+    with torch.no_grad():
+        before = model.bert(input_ids=torch.as_tensor([cls, *cells[0], eos])[None]).last_hidden_state[0, 1:-1]
+        after = model.bert(input_ids=torch.as_tensor([cls, *edited, eos])[None]).last_hidden_state[0, 1:-1]
+    keep = torch.as_tensor(cells[0] != gene)
+    expected = torch.nn.functional.cosine_similarity(before[keep].mean(0), after.mean(0), dim=0)
+    assert got["cosine_similarity"][0] == pytest.approx(float(expected), abs=1e-5)
+    # the cell classifier's mean leaves them out too
+    classifier_config = BertConfig(**config.to_dict())
+    classifier_config.special_token_ids = [0, 1, cls, eos]
+    classifier = BertForCellClassification(classifier_config).eval()
+    ids = torch.as_tensor(framed[1])[None]
+    with torch.no_grad():
+        expected = classifier.bert(input_ids=ids).last_hidden_state[0, 1:-1].mean(0)
+        torch.testing.assert_close(classifier.mean_pooled(ids, torch.ones_like(ids))[0], expected)
+
+
+def test_continued_pretraining_lengthens_position_embeddings_only_when_asked(geneformer_tokens, tmp_path):
+    model = foreign_checkpoint(tmp_path / "short", "safetensors", max_positions=64)
+    longest = max(load_from_disk(str(geneformer_tokens))["length"])
+    settings = {"init_from": str(tmp_path / "short"), "max_steps": 1, "batch_size": 4, "bf16": False}
+    with pytest.raises(
+        ValueError, match=f"up to {longest} tokens but the model .* reads at most 64; set extend_positions"
+    ):
+        pretrain(geneformer_tokens, tmp_path / "no", **settings)
+    summary = pretrain(geneformer_tokens, tmp_path / "yes", extend_positions=True, learning_rate=0.0, **settings)
+    grown = BertForMaskedLM.from_pretrained(summary["model_dir"]).bert.embeddings.position_embeddings.weight
+    learned = model.bert.embeddings.position_embeddings.weight
+    assert grown.shape == (longest, 32)
+    torch.testing.assert_close(grown, learned[torch.arange(longest) % 64])  # tiled; learning rate 0 keeps them

@@ -2,7 +2,10 @@
 
 PAD_TOKEN = "<pad>"
 MASK_TOKEN = "<mask>"
-SPECIAL_TOKENS = (PAD_TOKEN, MASK_TOKEN)
+SPECIAL_TOKENS = (PAD_TOKEN, MASK_TOKEN)  # every dictionary has these
+CLS_TOKEN = "<cls>"  # Geneformer V2: first token of each cell
+END_TOKENS = ("<eos>", "<sep>")  # Geneformer V2: last token of each cell (its versions name it one or the other)
+OTHER_SPECIAL_TOKENS = (CLS_TOKEN, *END_TOKENS, "<unk>")  # non-gene tokens some dictionaries add
 
 # Columns of a tokenized dataset.
 INPUT_IDS = "input_ids"

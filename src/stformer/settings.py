@@ -83,6 +83,9 @@ class TokenizerConfig(InputOptions):
     max_length: int | None = None  # tokens per cell; None: 2,048 in spot mode, 4,096 in neighborhood mode
     metadata_columns: Mapping[str, str] | Sequence[str] | None = None  # obs columns to carry: list or {obs: name}
     min_count_coverage: float = 0.5  # fail when the vocabulary covers less of a file's counts
+    special_tokens: bool | None = (
+        None  # start cells with <cls>, end them with <eos> (V2); None: if the dictionary has them
+    )
     sample_column: str | None = None  # obs column naming each cell's sample (slide)
     n_neighbors: int | None = 6  # nearest cells (within radius if set); None: every cell within radius
     radius: float | None = None  # neighbor distance cutoff in obsm units
@@ -97,7 +100,7 @@ class TokenizerConfig(InputOptions):
         if self.mode not in MODES:
             msg = f"mode must be one of {MODES}, got {self.mode!r}"
             raise InputError(msg)
-        if self.length_cap < (2 if self.mode == "neighborhood" else 1):
+        if self.length_cap < (2 if self.mode == "neighborhood" else 1) + (2 if self.special_tokens else 0):
             msg = f"max_length must be positive (2 or more in neighborhood mode), got {self.max_length}"
             raise InputError(msg)
         if not 0 <= self.min_count_coverage <= 1:
@@ -249,11 +252,15 @@ class EmbedConfig:
     layer: int = -1  # hidden layer whose states are averaged: -1 the last, 0 the embeddings
     batch_size: int = 32  # cells per forward pass (cells of similar length together)
     genes: bool = False  # also each gene's hidden state averaged over the cells expressing it
+    pooling: str = "mean"  # cell embedding: "mean" over its genes, or "cls": its <cls> token's state (V2 models)
     token_dictionary: str | None = None  # the model's dictionary when its folder has none (default: the tokens')
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             msg = f"batch_size must be >= 1, got {self.batch_size}"
+            raise InputError(msg)
+        if self.pooling not in ("mean", "cls"):
+            msg = f"pooling must be 'mean' or 'cls', got {self.pooling!r}"
             raise InputError(msg)
 
 

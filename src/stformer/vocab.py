@@ -6,14 +6,16 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from ._constants import SPECIAL_TOKENS
+from ._constants import CLS_TOKEN, END_TOKENS, OTHER_SPECIAL_TOKENS, SPECIAL_TOKENS
 from ._errors import InputError
 from ._files import load_mapping_file, write_mapping
 
 __all__ = [
     "build_token_dictionary",
+    "cell_frame",
     "load_token_dictionary",
     "save_token_dictionary",
+    "special_token_ids",
     "validate_token_dictionary",
 ]
 
@@ -79,3 +81,28 @@ def build_token_dictionary(gene_medians: Mapping[str, float]) -> dict[str, int]:
         msg = "gene medians are empty: compute them with `stformer medians` first"
         raise InputError(msg)
     return {token: i for i, token in enumerate([*SPECIAL_TOKENS, *genes])}
+
+
+def special_token_ids(token_dict: Mapping[str, int]) -> list[int]:
+    """Ids of the non-gene tokens: ``<pad>``, ``<mask>``, then ``<cls>``, ``<eos>``, ``<sep>``, ``<unk>`` if present.
+
+    >>> special_token_ids({"<pad>": 0, "<mask>": 1, "<cls>": 2, "G1": 3})
+    [0, 1, 2]
+    """
+    return [token_dict[t] for t in (*SPECIAL_TOKENS, *OTHER_SPECIAL_TOKENS) if t in token_dict]
+
+
+def cell_frame(token_dict: Mapping[str, int], wanted: bool | None = None) -> tuple[int, int] | None:
+    """The (``<cls>``, ``<eos>`` or ``<sep>``) ids that frame each cell (Geneformer V2), or None.
+
+    ``wanted=None``: when the dictionary has both; ``True``: required; ``False``: never.
+
+    >>> cell_frame({"<pad>": 0, "<mask>": 1, "<cls>": 2, "<eos>": 3, "G1": 4})
+    (2, 3)
+    """
+    end = next((t for t in END_TOKENS if t in token_dict), None)
+    present = CLS_TOKEN in token_dict and end is not None
+    if wanted and not present:
+        msg = f"special_tokens needs {CLS_TOKEN} and {' or '.join(END_TOKENS)} in the token dictionary; add them"
+        raise InputError(msg)
+    return (token_dict[CLS_TOKEN], token_dict[end]) if present and wanted is not False else None

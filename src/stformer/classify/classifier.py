@@ -20,6 +20,7 @@ from .._hardware import bf16_is_fast
 from ..checkpoints import fit_to_model, open_model_folder
 from ..hf_tokenizer import build_custom_tokenizer
 from ..settings import ClassifyConfig
+from ..vocab import special_token_ids
 from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
 from .data import (
     downsample_and_shuffle,
@@ -300,7 +301,7 @@ class GenericClassifier:
 
     def _trainer(self, checkpoint, train_data, eval_data, tokenizer, id_class, out, overrides=None):
         args = self._training_arguments(out / "checkpoints", len(train_data), overrides or {})
-        model_init = self._model_init(checkpoint, id_class)
+        model_init = self._model_init(checkpoint, id_class, tokenizer.get_vocab())
         collator = self._collator(tokenizer)
         return ClassifierTrainer(
             model_init=model_init,  # the Trainer seeds before building the model (reproducible heads)
@@ -318,13 +319,14 @@ class GenericClassifier:
     def _collator(self, tokenizer):
         return classification_collator(tokenizer, self.classifier_type)
 
-    def _model_init(self, checkpoint: str, id_class: dict[int, str]):
+    def _model_init(self, checkpoint: str, id_class: dict[int, str], tokenizer_vocab: dict[str, int]):
         """A function building the model with a fresh head (Ray Tune calls it once per trial)."""
         labels = {"num_labels": max(id_class) + 1, "id2label": {i: c for i, c in id_class.items()}}
         labels["label2id"] = {c: i for i, c in labels["id2label"].items()}
 
         def build():
             config = BertConfig.from_pretrained(str(checkpoint), **labels)
+            config.special_token_ids = special_token_ids(tokenizer_vocab)  # left out of the mean over genes
             if self.classifier_type == "sequence":
                 config.cell_pooling, config.gene_dropout = self.pooling, self.gene_dropout
                 model = BertForCellClassification.from_pretrained(str(checkpoint), config=config)

@@ -16,8 +16,8 @@ from ..settings import POOLINGS
 class BertForCellClassification(BertForSequenceClassification):
     """``BertForSequenceClassification`` whose cell representation is set by ``config.cell_pooling``.
 
-    ``"first"``: the standard BERT head (pooler on the first token; in a rank-value sequence
-    that is the top-ranked *gene*, as rank-value sequences carry no ``<cls>`` token).
+    ``"first"``: the standard BERT head (pooler on the first token: ``<cls>`` in Geneformer V2
+    cells; otherwise the top-ranked *gene*, as V1 rank-value sequences carry no ``<cls>``).
     ``"mean"`` (default): the mean of the last hidden states over real tokens, each feature
     standardized over cells (batch normalization without learned scale: batch statistics while
     training; for prediction, the mean and variance of the training cells under the final weights,
@@ -53,7 +53,9 @@ class BertForCellClassification(BertForSequenceClassification):
             raise InputError(msg)
         rate = getattr(self.config, "gene_dropout", 0)
         if self.training and rate:
-            input_ids, attention_mask = drop_genes(input_ids, attention_mask, rate, self.config.pad_token_id)
+            input_ids, attention_mask = drop_genes(
+                input_ids, attention_mask, rate, self.config.pad_token_id, self._special_ids(input_ids)
+            )
         if pooling == "first":
             return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
         kwargs.pop("num_items_in_batch", None)
@@ -73,10 +75,19 @@ class BertForCellClassification(BertForSequenceClassification):
             loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
+    def _special_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Ids of non-gene tokens in the sequences (``config.special_token_ids``: V2's ``<cls>``/``<eos>``)."""
+        return torch.tensor(getattr(self.config, "special_token_ids", None) or [], device=input_ids.device)
+
     def mean_pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Mean of the final hidden states over real tokens, (batch, hidden) float32, before standardization."""
+        """Mean of the final hidden states over genes, (batch, hidden) float32, before standardization.
+
+        Padding and special tokens (``config.special_token_ids``, such as V2's ``<cls>``/``<eos>``)
+        are left out.
+        """
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]  # (batch, seq, hidden)
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+        genes = attention_mask.bool() & ~torch.isin(input_ids, self._special_ids(input_ids))  # (batch, seq)
+        mask = genes.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
         return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float()  # (batch, hidden)
 
     @torch.no_grad()
@@ -119,9 +130,15 @@ class CellStatisticsCallback(TrainerCallback):
 
 
 def drop_genes(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, rate: float, pad_token_id: int
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    rate: float,
+    pad_token_id: int,
+    special_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Leave out each real token of (batch, seq) ``input_ids`` with probability ``rate``; keep the rest in order.
+    """Leave out each gene of (batch, seq) ``input_ids`` with probability ``rate``; keep the rest in order.
+
+    Tokens in ``special_ids`` (V2's ``<cls>``/``<eos>``) always stay.
 
     Returns ``(input_ids, attention_mask)`` right-padded to the most genes kept by a cell; a cell
     keeps at least its first gene. A rank-value cell without a gene is the cell in which that gene
@@ -132,6 +149,8 @@ def drop_genes(
     """
     real = attention_mask.bool()
     keep = real & (torch.rand(input_ids.shape, device=input_ids.device) >= rate)
+    if special_ids is not None:
+        keep |= real & torch.isin(input_ids, special_ids)
     keep[:, 0] |= real[:, 0] & ~keep.any(1)
     kept = keep.sum(1, keepdim=True)  # (batch, 1)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(kept.max())]  # kept tokens first

@@ -12,12 +12,13 @@ from tqdm.auto import tqdm
 
 from .._cells import cell_ids
 from .._config import build_config
-from .._constants import CELL_ID, INPUT_IDS, PAD_TOKEN
+from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
 from .._datasets import example_lengths, pad_right
 from .._errors import InputError
 from .._files import atomic_path
 from ..checkpoints import fit_to_model, load_encoder, open_model_folder
 from ..settings import EmbedConfig
+from ..vocab import special_token_ids
 
 
 def embed(
@@ -30,8 +31,9 @@ def embed(
 ) -> dict[str, np.ndarray]:
     """Embed every cell of a token dataset with the encoder of a saved model.
 
-    A cell's embedding is the mean of ``layer``'s hidden states over its real tokens (padding
-    excluded), so it does not depend on the batch it was computed in. Cells are batched by
+    A cell's embedding is the mean of ``layer``'s hidden states over its genes (padding and
+    special tokens such as V2's ``<cls>``/``<eos>`` excluded), so it does not depend on the batch
+    it was computed in; with ``pooling="cls"`` the state of its ``<cls>`` token (V2 models). Cells are batched by
     similar length and returned in dataset order. With ``genes=True`` also each gene's hidden
     state averaged over every cell that expresses it.
 
@@ -67,6 +69,10 @@ def embed(
     if not -n_layers - 1 <= layer <= n_layers:
         msg = f"layer must lie in [{-n_layers - 1}, {n_layers}] for a {n_layers}-layer model, got {layer}"
         raise InputError(msg)
+    if config.pooling == "cls" and CLS_TOKEN not in folder.vocab:
+        msg = f"pooling='cls' needs a model whose cells start with {CLS_TOKEN} (Geneformer V2); its dictionary has none"
+        raise InputError(msg)
+    special = torch.tensor(special_token_ids(folder.vocab))
     order = np.argsort(-example_lengths(data), kind="stable")  # similar lengths together: little padding
     cells = np.zeros((len(data), hidden_size), dtype=np.float32)
     gene_sum = torch.zeros(vocab_size, hidden_size, dtype=torch.float64) if genes else None
@@ -77,10 +83,11 @@ def embed(
         ids, mask = pad_right(data.select(rows)[INPUT_IDS], folder.vocab[PAD_TOKEN])  # (batch, width)
         with torch.no_grad():
             hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
-        weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
-        cells[rows] = ((hidden * weights).sum(1) / weights.sum(1)).numpy()  # (batch, hidden)
+        real = mask.bool() & ~torch.isin(ids, special)  # (batch, seq): genes, not <pad>/<cls>/<eos>
+        weights = real.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+        pooled = hidden[:, 0] if config.pooling == "cls" else (hidden * weights).sum(1) / weights.sum(1)
+        cells[rows] = pooled.numpy()  # (batch, hidden)
         if genes:
-            real = mask.bool()
             gene_sum.index_add_(0, ids[real], hidden[real].double())
             gene_count.index_add_(0, ids[real], torch.ones(int(real.sum()), dtype=torch.float64))
     result = {"cells": cells, "cell_ids": np.asarray(data[CELL_ID] if CELL_ID in data.column_names else [])}

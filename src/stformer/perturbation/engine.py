@@ -20,16 +20,23 @@ class Perturbation:
     genes: tuple[int, ...]  # token ids
 
 
-def _encode(model, sequences: Sequence[np.ndarray], layer: int, pad_id: int, device, bf16: bool) -> list[torch.Tensor]:
-    """Hidden states of ``layer`` for each sequence, (length, hidden) float64 on the CPU, in input order.
+def _encode(
+    model, sequences: Sequence[np.ndarray], layer: int, pad_id: int, device, bf16: bool, frame=None
+) -> list[torch.Tensor]:
+    """Hidden states of ``layer`` for each sequence's genes, (length, hidden) float64 on the CPU, in input order.
 
-    float64 from here on: a deletion's 1 - similarity can be ~1e-6, a few float32 steps below 1.
+    With ``frame`` (``<cls>``, ``<eos>`` ids: V2 models) each sequence is read between them and
+    their states are left out. float64 from here on: a deletion's 1 - similarity can be ~1e-6, a
+    few float32 steps below 1.
     """
+    if frame is not None:
+        sequences = [np.concatenate([[frame[0]], seq, [frame[1]]]) for seq in sequences]
     ids, mask = pad_right(sequences, pad_id)  # (batch, width): cut to the longest sequence
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
     states = hidden.hidden_states[layer].cpu().double()  # (batch, width, hidden)
-    return [states[row, : len(seq)] for row, seq in enumerate(sequences)]
+    inner = 1 if frame is not None else 0
+    return [states[row, inner : len(seq) - inner] for row, seq in enumerate(sequences)]
 
 
 FULL_LENGTH = 2048  # batch_size counts sequences of this length; shorter ones share a pass in proportion
@@ -74,6 +81,7 @@ def perturbation_shifts(
     goals: Mapping[str, np.ndarray] | None = None,
     bf16: bool = False,
     gene_shifts: bool = False,
+    frame: tuple[int, int] | None = None,
 ) -> dict:
     """Cosine similarity of each perturbed cell to its original, and its shift toward each goal.
 
@@ -91,7 +99,8 @@ def perturbation_shifts(
     ``perturbations``: ``"cosine_similarity"`` (m,), ``"applied"`` (m,) bool,
     one (m,) array per goal (NaN where a perturbation changes nothing, e.g. deleting a gene
     the cell does not express) and with ``gene_shifts`` ``"gene_shifts"``: m entries of
-    (tokens (k,), cosine similarities (k,)) or None.
+    (tokens (k,), cosine similarities (k,)) or None. ``cells`` hold genes only; with ``frame``
+    (V2 models) every sequence is read between ``<cls>`` and ``<eos>``.
     """
     device = next(model.parameters()).device
     goals = {name: torch.as_tensor(vector, dtype=torch.float64) for name, vector in (goals or {}).items()}
@@ -108,7 +117,7 @@ def perturbation_shifts(
     for part in _batches([len(cells[c]) for c in cell_ids], batch_size):
         chunk = cell_ids[part]
         originals = dict(
-            zip(chunk, _encode(model, [cells[c] for c in chunk], layer, pad_id, device, bf16), strict=True)
+            zip(chunk, _encode(model, [cells[c] for c in chunk], layer, pad_id, device, bf16, frame), strict=True)
         )
         jobs = []
         for c in chunk:
@@ -119,7 +128,7 @@ def perturbation_shifts(
         jobs.sort(key=lambda job: -len(job[2]))
         for part in _batches([len(job[2]) for job in jobs], batch_size):
             batch = jobs[part]
-            states = _encode(model, [edited for _, _, edited in batch], layer, pad_id, device, bf16)
+            states = _encode(model, [edited for _, _, edited in batch], layer, pad_id, device, bf16, frame)
             for (index, c, edited), perturbed_states in zip(batch, states, strict=True):
                 original, perturbed_genes = cells[c], np.asarray(perturbations[index].genes)
                 shared = edited[np.isin(edited, original) & ~np.isin(edited, perturbed_genes)]  # (k,) tokens
@@ -146,7 +155,14 @@ def perturbation_shifts(
 
 
 def cell_embeddings(
-    model, cells: Sequence[np.ndarray], *, layer: int = -1, batch_size: int = 8, pad_id: int = 0, bf16: bool = False
+    model,
+    cells: Sequence[np.ndarray],
+    *,
+    layer: int = -1,
+    batch_size: int = 8,
+    pad_id: int = 0,
+    bf16: bool = False,
+    frame: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """(n_cells, hidden) mean of ``layer``'s hidden states over each cell's genes, in the perturbations' precision."""
     device = next(model.parameters()).device
@@ -154,6 +170,6 @@ def cell_embeddings(
     out = np.zeros((len(cells), model.config.hidden_size))
     for part in _batches([len(cells[r]) for r in order], batch_size):
         rows = order[part]
-        states = _encode(model, [cells[r] for r in rows], layer, pad_id, device, bf16)
+        states = _encode(model, [cells[r] for r in rows], layer, pad_id, device, bf16, frame)
         out[rows] = torch.stack([s.mean(0) for s in states]).numpy()
     return out

@@ -16,7 +16,7 @@ from scipy.stats import false_discovery_control, mannwhitneyu
 from tqdm.auto import tqdm
 
 from .._config import build_config
-from .._constants import CELL_ID, INPUT_IDS, PAD_TOKEN
+from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
 from .._distributed import barrier, device_for, ranks
 from .._errors import InputError
 from .._figures import new_figure, save_figure
@@ -25,6 +25,7 @@ from .._hardware import bf16_is_fast
 from ..checkpoints import fit_to_model, load_encoder, open_model_folder
 from ..classify.data import matching_rows
 from ..settings import PerturbConfig
+from ..vocab import cell_frame, special_token_ids
 from .engine import Perturbation, cell_embeddings, perturbation_shifts
 
 GENES_TABLE, CELLS_TABLE, GENE_SHIFTS, FIGURE = "genes", "cells.parquet", "gene_shifts", "perturbation.png"
@@ -83,10 +84,13 @@ def perturb(
     rank, world, _ = ranks()
     model, device = _model(folder, config.device)
     bf16 = bf16_is_fast(device.type)
+    special = np.asarray(special_token_ids(vocab))
+    frame = cell_frame(vocab) if len(data) and data[0][INPUT_IDS][0] == vocab.get(CLS_TOKEN) else None
+    reading = {"pad_id": vocab[PAD_TOKEN], "bf16": bf16, "frame": frame, "special": special}
     chosen = _chosen_cells(data, config)
     wanted, anchor = _genes(config, config.genes, vocab), _anchor(config, vocab)
     _check_gene_shift_size(data, chosen, wanted, config)
-    goals = _goals(model, data, config, vocab[PAD_TOKEN], bf16)
+    goals = _goals(model, data, config, reading)
     work = out.with_name(f".{out.name}.partial")
     if rank == 0:
         _prepare_work_folder(work, _fingerprint(model_dir, tokens, data, chosen, config))
@@ -95,7 +99,7 @@ def perturb(
     mine = [k for k in range(rank, n_chunks, world) if not (work / _chunk_name(k)).exists()]
     for k in tqdm(mine, desc="perturb", unit="chunk", disable=not progress or rank != 0):
         rows = chosen[k * config.chunk_cells : (k + 1) * config.chunk_cells]
-        cells, shifts = _screen_chunk(model, data.select(rows), rows, wanted, anchor, config, goals, vocab, bf16, k)
+        cells, shifts = _screen_chunk(model, data.select(rows), rows, wanted, anchor, config, goals, vocab, reading, k)
         if shifts is not None:
             _write_parquet(shifts, work / _chunk_name(k, GENE_SHIFTS))
         _write_parquet(cells, work / _chunk_name(k))  # last: its presence marks the chunk complete
@@ -109,9 +113,14 @@ def perturb(
     return genes
 
 
-def _screen_chunk(model, part: Dataset, rows, wanted, anchor, config: PerturbConfig, goals, vocab, bf16, chunk: int):
+def _genes_of(part: Dataset, special: np.ndarray) -> list[np.ndarray]:
+    """Each cell's genes in rank order (V2's <cls>/<eos> left out: the engine frames the sequences)."""
+    return [ids[~np.isin(ids, special)] for ids in (np.asarray(row, dtype=np.int64) for row in part[INPUT_IDS])]
+
+
+def _screen_chunk(model, part: Dataset, rows, wanted, anchor, config: PerturbConfig, goals, vocab, reading, chunk):
     """The per-cell table of one chunk of cells (and its gene shifts, when asked)."""
-    cells = [np.asarray(ids, dtype=np.int64) for ids in part[INPUT_IDS]]
+    cells = _genes_of(part, reading["special"])
     names = np.asarray(part[CELL_ID] if CELL_ID in part.column_names else rows).astype(str)
     rng = np.random.default_rng([config.seed, chunk])  # the same draws however the chunks are shared
     plan = _perturbations(cells, wanted, anchor, config, rng)
@@ -123,10 +132,11 @@ def _screen_chunk(model, part: Dataset, rows, wanted, anchor, config: PerturbCon
         fraction=config.fraction,
         layer=config.layer,
         batch_size=config.batch_size,
-        pad_id=vocab[PAD_TOKEN],
+        pad_id=reading["pad_id"],
         goals=goals,
-        bf16=bf16,
+        bf16=reading["bf16"],
         gene_shifts=config.gene_shifts,
+        frame=reading["frame"],
     )
     gene_of = {i: g for g, i in vocab.items()}
     label = ["+".join(gene_of[g] for g in p.genes) for p in plan["perturbation"]]
@@ -365,7 +375,7 @@ def _chosen_cells(data: Dataset, config: PerturbConfig) -> np.ndarray:
     return chosen
 
 
-def _goals(model, data: Dataset, config: PerturbConfig, pad_id: int, bf16: bool) -> dict[str, np.ndarray]:
+def _goals(model, data: Dataset, config: PerturbConfig, reading: dict) -> dict[str, np.ndarray]:
     """Result column -> mean embedding (hidden,) of the goal state's cells and of each alternative state's."""
     if config.goal_state is None:
         return {}
@@ -376,8 +386,15 @@ def _goals(model, data: Dataset, config: PerturbConfig, pad_id: int, bf16: bool)
         msg = f"no cell has {config.state_column}={empty[0]!r} (goal or alternative state)"
         raise InputError(msg)
     rows = np.unique(np.concatenate(list(members.values())))  # every state's cells embedded in one pass
-    cells = [np.asarray(ids, dtype=np.int64) for ids in data.select(rows)[INPUT_IDS]]
-    means = cell_embeddings(model, cells, layer=config.layer, batch_size=config.batch_size, pad_id=pad_id, bf16=bf16)
+    means = cell_embeddings(
+        model,
+        _genes_of(data.select(rows), reading["special"]),
+        layer=config.layer,
+        batch_size=config.batch_size,
+        pad_id=reading["pad_id"],
+        bf16=reading["bf16"],
+        frame=reading["frame"],
+    )
     return {column: means[np.searchsorted(rows, chosen)].mean(0) for column, chosen in members.items()}
 
 

@@ -11,7 +11,7 @@ from transformers import BatchEncoding
 from .._constants import IGNORE_INDEX, INPUT_IDS, LABELS, MASK_TOKEN, PAD_TOKEN
 from .._datasets import pad_right
 from .._errors import InputError
-from ..vocab import validate_token_dictionary
+from ..vocab import special_token_ids, validate_token_dictionary
 
 
 class STFormerPreCollator:
@@ -35,8 +35,8 @@ class STFormerPreCollator:
         self.pad_token, self.mask_token = PAD_TOKEN, MASK_TOKEN
         self.pad_token_id = self.token_dict[PAD_TOKEN]
         self.mask_token_id = self.token_dict[MASK_TOKEN]
-        self.all_special_tokens = [PAD_TOKEN, MASK_TOKEN]
-        self.all_special_ids = [self.pad_token_id, self.mask_token_id]
+        self.all_special_ids = special_token_ids(self.token_dict)  # [pad, mask, and <cls>/<eos>... if present]
+        self.all_special_tokens = [self.id_to_token[i] for i in self.all_special_ids]
 
     def __len__(self) -> int:
         return len(self.token_dict)
@@ -94,10 +94,10 @@ class STFormerPreCollator:
         token_ids_1: Sequence[int] | None = None,
         already_has_special_tokens: bool = False,
     ) -> list[int]:
-        """1 where a token is special (``<pad>``/``<mask>``), else 0.
+        """1 where a token is special (``<pad>``, ``<mask>``, and ``<cls>``/``<eos>`` of V2 cells), else 0.
 
-        Rank-value sequences get no added special tokens, so ``already_has_special_tokens``
-        does not change the result; it is accepted for compatibility with Hugging Face callers.
+        Special tokens are already in the sequences, so ``already_has_special_tokens`` does not
+        change the result; it is accepted for compatibility with Hugging Face callers.
         """
         special = set(self.all_special_ids)
         ids = list(token_ids_0) + list(token_ids_1 or [])

@@ -45,8 +45,15 @@ class _OpenFile:
     metadata: dict[str, np.ndarray]  # dataset column -> (cells,) values
 
 
-def _encode_chunk(file: _OpenFile, start: int, stop: int, config: TokenizerConfig) -> EncodedChunk:
-    """Tokenize cells ``start:stop`` of one file; returns tokens, lengths and counters."""
+def _encode_chunk(
+    file: _OpenFile, start: int, stop: int, config: TokenizerConfig, frame: tuple[int, int] | None
+) -> EncodedChunk:
+    """Tokenize cells ``start:stop`` of one file; returns tokens, lengths and counters.
+
+    With ``frame`` (``<cls>`` and ``<eos>`` ids) each cell starts and ends with them, within
+    ``max_length``.
+    """
+    cap = config.length_cap - (2 if frame else 0)  # genes per cell
     counts = file.source.read_rows(start, stop)  # (cells, file genes)
     totals = chunk_totals(file.totals, counts, slice(start, stop))
     check_counts(file.source, counts, totals, config, first_row=start)
@@ -54,14 +61,13 @@ def _encode_chunk(file: _OpenFile, start: int, stop: int, config: TokenizerConfi
     weighted, covered = file.plan.columns.apply(counts if keep.all() else counts[keep])
     own = scale_rows(weighted, 1.0 / totals[keep])  # (cells, vocab)
     if config.mode == "spot":
-        tokens, lengths = rank_value_encode(own, config.length_cap)
+        tokens, lengths = rank_value_encode(own, cap)
         neighbor_start = None
     else:
         nb_values = _neighborhood_values(file, np.arange(start, stop)[keep])
         nb_count = np.diff(nb_values.indptr)
-        own_cap = config.length_cap - np.minimum(nb_count, config.length_cap // 2)
-        own_part = rank_value_encode(own, own_cap)
-        nb_part = rank_value_encode(nb_values, config.length_cap - own_part[1])
+        own_part = rank_value_encode(own, cap - np.minimum(nb_count, cap // 2))
+        nb_part = rank_value_encode(nb_values, cap - own_part[1])
         tokens, lengths = concat_ragged(own_part, nb_part)
         neighbor_start = own_part[1]
     rows = np.flatnonzero(keep)
@@ -71,6 +77,11 @@ def _encode_chunk(file: _OpenFile, start: int, stop: int, config: TokenizerConfi
         nonempty = neighbor_start > 0
         neighbor_start = neighbor_start[nonempty]
     tokens, lengths = _select_rows(tokens, lengths, nonempty)
+    if frame:
+        ones = np.ones(len(lengths), dtype=lengths.dtype)
+        first, last = (np.full(len(lengths), token, dtype=tokens.dtype) for token in frame)
+        tokens, lengths = concat_ragged(concat_ragged((first, ones), (tokens, lengths)), (last, ones))
+        neighbor_start = None if neighbor_start is None else neighbor_start + 1
     return EncodedChunk(
         n_cells=stop - start,
         rows=start + rows[nonempty],
@@ -114,7 +125,7 @@ def _neighbor_graph(src: CountSource, config: TokenizerConfig) -> sp.csr_matrix:
     return spatial_graph(src.obsm(config.spatial_key), samples, n_neighbors=config.n_neighbors, radius=config.radius)
 
 
-def encode_file(plan: FilePlan, config: TokenizerConfig) -> Iterator[EncodedChunk]:
+def encode_file(plan: FilePlan, config: TokenizerConfig, frame: tuple[int, int] | None) -> Iterator[EncodedChunk]:
     """Open one file and yield its encoded chunks in order (worker threads when nproc > 1)."""
     with open_source(plan.path, layer=config.layer, gene_id_column=config.gene_id_column) as src:
         names = src.obs_names()
@@ -129,7 +140,7 @@ def encode_file(plan: FilePlan, config: TokenizerConfig) -> Iterator[EncodedChun
         )
         size = config.chunk_size
         chunks = [(s, min(s + size, plan.n_cells)) for s in range(0, plan.n_cells, size)]
-        for result in _ordered_map(lambda c: _encode_chunk(file, *c, config), chunks, config.nproc):
+        for result in _ordered_map(lambda c: _encode_chunk(file, *c, config, frame), chunks, config.nproc):
             result.metadata = {name: values[result.rows] for name, values in metadata.items()}
             yield result
 

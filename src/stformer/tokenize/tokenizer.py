@@ -25,7 +25,7 @@ from .._constants import (
 from .._errors import InputError
 from .._files import atomic_path, load_mapping_file, write_json, write_pickle
 from ..settings import TokenizerConfig
-from ..vocab import load_token_dictionary, validate_token_dictionary
+from ..vocab import cell_frame, load_token_dictionary, validate_token_dictionary
 from ._dataset_writer import DatasetWriter, chunk_table
 from ._encode import encode_file
 from ._plan import FilePlan, common_type, plan_file
@@ -50,6 +50,9 @@ def tokenize_data(
     Each cell becomes ``input_ids``: its expressed vocabulary genes ordered by
     ``count / cell_total * 10,000 / gene_median``, highest first (ties: lower token id first),
     truncated to ``max_length``. Cells with no expressed vocabulary gene are dropped and counted.
+    With ``special_tokens`` (by default when the dictionary has ``<cls>`` and ``<eos>``, as
+    Geneformer V2's does) each cell starts with ``<cls>`` and ends with ``<eos>``, both within
+    ``max_length`` and counted in ``length``.
 
     ``output_dir`` becomes a dataset for :func:`datasets.load_from_disk` with columns
     ``input_ids``, ``length``, ``cell_id`` (``"<file stem>:<obs name>"``, unique across the
@@ -82,6 +85,7 @@ def tokenize_data(
         msg = f"{output_dir} already exists; choose another output or pass overwrite=True (--overwrite)"
         raise FileExistsError(msg)
 
+    frame = cell_frame(vocab, config.special_tokens)
     plans = [plan_file(path, medians, vocab, config) for path in files]
     schema = {name: common_type(name, [p.metadata_types[name] for p in plans]) for name in config.column_map().values()}
     total = sum(p.n_cells for p in plans)
@@ -90,7 +94,7 @@ def tokenize_data(
         bar = tqdm(total=total, unit="cell", disable=not progress, desc=f"tokenize ({config.mode})")
         with bar, DatasetWriter(target, config.max_shard_size) as writer:
             for plan in plans:
-                for result in encode_file(plan, config):
+                for result in encode_file(plan, config, frame):
                     if len(result.lengths):
                         writer.write(chunk_table(result, schema))
                     all_lengths.append(result.lengths)
