@@ -268,7 +268,7 @@ def effect_column(config: PerturbConfig) -> str:
 
 
 def plot_screen(genes: pd.DataFrame, table: pd.DataFrame, config: PerturbConfig, path: Path) -> Path:
-    """Genes ranked by their mean effect, the null's central 95% as a band, the top 10 labelled."""
+    """Genes ranked by their mean effect, the null's central 95% as a band, the table's top 10 labelled."""
     effect = effect_column(config)
     values = genes[f"{effect}_mean"].to_numpy() if effect == GOAL_SHIFT else 1 - genes["cosine_similarity_mean"]
     values = np.asarray(values)
@@ -286,8 +286,17 @@ def plot_screen(genes: pd.DataFrame, table: pd.DataFrame, config: PerturbConfig,
     if len(null_values):
         low, high = np.percentile(null_values, [2.5, 97.5])
         ax.axhspan(low, high, color="grey", alpha=0.25, label="rank-matched random genes: central 95%")
-    for rank, index in enumerate(order[:10]):
-        ax.annotate(genes["symbol"].iloc[index], (rank, values[index]), fontsize=7, rotation=45)
+    position = np.empty(len(order), dtype=int)
+    position[order] = np.arange(len(order))  # each gene's place in the ranking
+    for k, index in enumerate(range(min(10, len(genes)))):  # the table's top 10 (FDR, p-value), text staggered
+        ax.annotate(
+            genes["symbol"].iloc[index],
+            (position[index], values[index]),
+            xytext=(12, 40 - 9 * k),
+            textcoords="offset points",
+            fontsize=7,
+            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "grey"},
+        )
     ax.set_xlabel("gene rank")
     ax.set_ylabel(f"shift toward {config.goal_state}" if effect == GOAL_SHIFT else "1 - cosine similarity to original")
     cells = table.loc[~table["null"], CELL_ID].nunique()
