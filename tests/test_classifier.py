@@ -99,6 +99,13 @@ def test_split_by_group_keeps_samples_apart(pretrained):
     assert not set(train["sample"]) & set(test["sample"])
     train, test = split_cells(data, 0.2, 0, None)
     assert len(test) == 24 and sorted(set(test["label"])) == [0, 1, 2]
+    samples = np.asarray(data["sample"]).astype(str)
+    one = samples[0]
+    train, test = split_cells(data, 0.2, 0, "sample", held_out=[one])  # leave one sample out
+    assert set(map(str, test["sample"])) == {one} and len(test) == (samples == one).sum()
+    assert one not in set(map(str, train["sample"])) and len(train) + len(test) == len(data)
+    with pytest.raises(ValueError, match="held_out_groups \\['nope'\\] of split_column 'sample': not found"):
+        split_cells(data, 0.2, 0, "sample", held_out=["nope"])
 
 
 def test_gene_classification_holds_out_genes(pretrained, token_dataset, tmp_path):

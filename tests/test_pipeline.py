@@ -61,6 +61,10 @@ def test_run_end_to_end_and_resume_one_stage(tmp_path, capsys):
     assert f"{len(genes)} genes perturbed in 6 `T` cells, toward `B`" in summary
     assert f"| {genes['symbol'].iloc[0]} | {genes['n_cells'].iloc[0]} |" in summary
     assert (out / "report" / "perturbation.png").stat().st_size > 0
+    # coordinates in the input: the spatial baseline, per-file scores (one file: the classifier's own) and the tissue
+    report_metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert report_metrics["per_group"]["cells"]["accuracy"] == pytest.approx(report_metrics["accuracy"])
+    assert "neighbor-averaged expression (6 neighbors)" in summary and (out / "report" / "tissue.png").exists()
     assert "logistic regression" in summary and "| stformer (fine-tuned) |" in summary
     for name in ("metrics.json", "confusion_matrix.png", "umap.png", "training_curves.png"):
         assert (out / "report" / name).stat().st_size > 0

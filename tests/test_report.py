@@ -2,9 +2,9 @@ import numpy as np
 import scipy.sparse as sp
 from synthetic import make_adata
 
-from stformer import InputOptions
+from stformer import InputOptions, TokenizerConfig
 from stformer.report import logistic_baseline, stratified_subsample
-from stformer.tokenize import read_expression
+from stformer.tokenize import read_coordinates, read_expression, read_neighbor_expression
 
 
 def test_stratified_subsample_keeps_class_proportions():
@@ -30,6 +30,27 @@ def test_baseline_reads_only_the_asked_cells_of_the_chosen_layer(tmp_path):
     labels = np.arange(40) % 2
     train = (np.array([f"s:cell{i}" for i in range(30)]), labels[:30])
     test = (np.array([f"s:cell{i}" for i in range(30, 40)]), labels[30:])
-    result = logistic_baseline([tmp_path / "s.h5ad"], InputOptions(layer="counts"), vocab, train, test, max_train=10)
+    options = InputOptions(layer="counts")
+    result = logistic_baseline(
+        lambda ids: read_expression([tmp_path / "s.h5ad"], options, vocab, ids), train, test, max_train=10
+    )
     assert (result["n_train"], result["n_train_available"], result["n_test"]) == (10, 30, 10)
     assert 0 <= result["macro_f1"] <= 1
+
+
+def test_neighbor_expression_averages_the_cells_within_the_radius_of_the_same_sample(tmp_path):
+    adata = make_adata(50, 30, expressed=12, n_samples=2, seed=5)  # a unit grid per sample
+    adata.write_h5ad(tmp_path / "t.h5ad")
+    vocab = {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(adata.var_names)}}
+    ids = np.array(["t:cell12", "t:cell0", "t:cell30"])
+    config = TokenizerConfig(n_neighbors=None, radius=1.01, sample_column="sample")
+    got = read_neighbor_expression([tmp_path / "t.h5ad"], config, vocab, ids).toarray()[:, 2:]
+    coords, samples = adata.obsm["spatial"], np.asarray(adata.obs["sample"])
+    counts = adata.X.toarray()
+    expression = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    for row, name in enumerate(ids):
+        i = int(name.split("cell")[1])
+        near = (np.linalg.norm(coords - coords[i], axis=1) < 1.01) & (samples == samples[i])
+        near[i] = False
+        np.testing.assert_allclose(got[row], expression[near].mean(0), rtol=1e-6)
+    np.testing.assert_array_equal(read_coordinates([tmp_path / "t.h5ad"], config, ids, "spatial"), coords[[12, 0, 30]])

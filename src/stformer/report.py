@@ -6,17 +6,20 @@ import json
 import platform
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from datasets import load_from_disk
 
 from ._constants import CELL_ID, LABEL, STAGES
+from ._errors import InputKeyError
 from ._figures import new_figure, save_figure
-from ._files import write_json
-from .settings import InputOptions
-from .tokenize import read_expression
+from ._files import safe_load_pickle, write_json
+from .tokenize import read_coordinates, read_expression, read_neighbor_expression
 from .vocab import load_token_dictionary
 
 PACKAGES = ("stformer", "torch", "transformers", "datasets", "anndata", "numpy", "scikit-learn")
@@ -39,40 +42,113 @@ def stratified_subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarra
 
 
 def logistic_baseline(
-    data: Sequence[str | Path],
-    options: InputOptions,
-    vocab: Mapping[str, int],
+    features: Callable[[np.ndarray], sp.spmatrix],
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
     *,
     max_train: int = BASELINE_MAX_TRAIN,
 ) -> dict:
-    """Macro-F1 of logistic regression on log1p(CP10k) expression, trained and tested on the given cells.
+    """Macro-F1 of logistic regression on ``features(cell ids)``, trained and tested on the given cells.
 
-    ``train`` and ``test`` are ``(cell ids, labels)``. At most ``max_train`` training cells are
-    used (a stratified subsample); held-out cells are predicted in chunks. Returns
-    ``{"macro_f1", "n_train", "n_train_available", "n_test"}``.
+    ``train`` and ``test`` are ``(cell ids, labels)``; ``features`` reads a matrix (cells, features)
+    for cell ids, such as :func:`~stformer.tokenize.read_expression`. At most ``max_train``
+    training cells are used (a stratified subsample); held-out cells are predicted in chunks.
+    Returns ``{"macro_f1", "accuracy", "n_train", "n_train_available", "n_test", "predicted"}``.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
     train_ids, train_labels = train
     chosen = stratified_subsample(np.asarray(train_labels), max_train)
-    x = read_expression(data, options, vocab, np.asarray(train_ids)[chosen])
-    model = LogisticRegression(max_iter=2000).fit(x, np.asarray(train_labels)[chosen])
+    model = LogisticRegression(max_iter=2000).fit(
+        features(np.asarray(train_ids)[chosen]), np.asarray(train_labels)[chosen]
+    )
     test_ids, test_labels = np.asarray(test[0]), np.asarray(test[1])
     predicted = np.concatenate(
-        [
-            model.predict(read_expression(data, options, vocab, test_ids[lo : lo + BASELINE_CHUNK]))
-            for lo in range(0, len(test_ids), BASELINE_CHUNK)
-        ]
+        [model.predict(features(test_ids[lo : lo + BASELINE_CHUNK])) for lo in range(0, len(test_ids), BASELINE_CHUNK)]
     )
     return {
         "macro_f1": float(f1_score(test_labels, predicted, average="macro")),
+        "accuracy": float((predicted == test_labels).mean()),
         "n_train": len(chosen),
         "n_train_available": len(train_ids),
         "n_test": len(test_ids),
+        "predicted": predicted,
     }
+
+
+def _spatial_section(config, paths: dict, report: Path, train, test, vocab, predicted, id_class) -> tuple[list, dict]:
+    """With coordinates in every file: the spatial baseline, per-group scores and ``tissue.png``.
+
+    The spatial baseline is the expression baseline with each cell's neighbor-averaged expression
+    appended (the tokenizer's neighbors). Groups are the held-out ``split_column`` groups, else files.
+    """
+    from sklearn.metrics import f1_score
+
+    try:
+        coords = read_coordinates(config.data, config.input, test[0], config.tokenize.spatial_key)
+    except InputKeyError:
+        return [], {}
+    settings = config.tokenize_settings()
+
+    def with_neighbors(ids: np.ndarray) -> sp.csr_matrix:
+        own = read_expression(config.data, config.input, vocab, ids)
+        return sp.hstack([own, read_neighbor_expression(config.data, settings, vocab, ids)]).tocsr()
+
+    spatial = logistic_baseline(with_neighbors, train, test)
+    split_column = config.classify.split_column
+    groups = (
+        np.asarray(load_from_disk(str(paths["eval"]))[split_column]).astype(str)
+        if split_column
+        else np.array([c.split(":", 1)[0] for c in test[0]])
+    )
+    truth = np.asarray(test[1])
+    scores = {
+        str(g): {
+            "n_cells": int((groups == g).sum()),
+            "macro_f1": float(f1_score(truth[groups == g], predicted[groups == g], average="macro")),
+            "accuracy": float((truth[groups == g] == predicted[groups == g]).mean()),
+        }
+        for g in np.unique(groups)
+    }
+    _tissue_plot(coords, truth, predicted, groups, id_class, report / "tissue.png")
+    lines = [
+        f"| logistic regression on expression + neighbor-averaged expression ({settings.n_neighbors} neighbors) "
+        f"| {spatial['macro_f1']:.3f} | {spatial['accuracy']:.3f} |",
+        "",
+        "Per held-out group (stformer): "
+        + "; ".join(f"`{g}` macro-F1 {v['macro_f1']:.3f}, accuracy {v['accuracy']:.3f}" for g, v in scores.items())
+        + ". `tissue.png`: each held-out group at its coordinates, true labels beside predicted.",
+    ]
+    return lines, {
+        "spatial_logistic_regression": {k: v for k, v in spatial.items() if k != "predicted"},
+        "per_group": scores,
+    }
+
+
+def _tissue_plot(coords, truth, predicted, groups, id_class: dict, path: Path) -> None:
+    """Each group's cells at their coordinates (image axes: y down): true classes left, predicted right."""
+    from matplotlib import colormaps
+
+    names = sorted(set(truth) | set(predicted))
+    palette = colormaps["tab10"].colors
+    colours = {c: palette[i % len(palette)] for i, c in enumerate(names)}
+    unique = np.unique(groups)
+    fig = new_figure(9, 4.2 * len(unique))
+    axes = np.atleast_2d(fig.subplots(len(unique), 2))
+    for row, group in zip(axes, unique, strict=True):
+        members = groups == group
+        for ax, values, title in ((row[0], truth, "true"), (row[1], predicted, "predicted")):
+            for c in names:
+                chosen = members & (values == c)
+                ax.scatter(coords[chosen, 0], coords[chosen, 1], s=4, color=colours[c], label=id_class.get(c, c))
+            ax.set_title(f"{group}: {title}", fontsize=9)
+            ax.set_aspect("equal")
+            ax.invert_yaxis()
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 1].legend(markerscale=3, fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    save_figure(fig, path)
 
 
 def _versions() -> dict[str, str]:
@@ -174,8 +250,6 @@ def write_report(config, out: Path, paths: dict) -> Path:
     (its held-out part), ``vocab``, ``embed``, ``tokenize``, ``classify`` (its folder), ``perturb``
     (the screen's folder, read when the run has a perturb section).
     """
-    from datasets import load_from_disk
-
     report = out / "report"
     report.mkdir(exist_ok=True)
     metrics = json.loads((paths["classify"] / "eval_metrics.json").read_text())
@@ -183,19 +257,23 @@ def write_report(config, out: Path, paths: dict) -> Path:
     labeled = load_from_disk(str(paths["labeled"]))
     held_out = np.isin(np.asarray(labeled[CELL_ID]), np.asarray(evaluation[CELL_ID]))
     labels = np.asarray(labeled[LABEL])
-    baseline = logistic_baseline(
-        config.data,
-        config.input,
-        load_token_dictionary(paths["vocab"]),
-        (np.asarray(labeled[CELL_ID])[~held_out], labels[~held_out]),
-        (np.asarray(labeled[CELL_ID])[held_out], labels[held_out]),
-    )
+    vocab = load_token_dictionary(paths["vocab"])
+    cells = np.asarray(labeled[CELL_ID])
+    train, test = (cells[~held_out], labels[~held_out]), (cells[held_out], labels[held_out])
+    baseline = logistic_baseline(lambda ids: read_expression(config.data, config.input, vocab, ids), train, test)
     split = describe_split(labeled, evaluation, config.label_column, config.classify.split_column)
+    predictions = safe_load_pickle(paths["classify"] / "predictions.pkl")
+    order = pd.Index(np.asarray(evaluation[CELL_ID])).get_indexer(test[0])  # eval order -> labeled order
+    predicted = np.asarray(predictions["predictions"])[order]
+    spatial_lines, spatial = _spatial_section(
+        config, paths, report, train, test, vocab, predicted, predictions["id_class_dict"]
+    )
     write_json(
         {
             **metrics,
             "logistic_regression_macro_f1": baseline["macro_f1"],
-            "logistic_regression": baseline,
+            "logistic_regression": {k: v for k, v in baseline.items() if k != "predicted"},
+            **spatial,
             "split": split,
         },
         report / "metrics.json",
@@ -223,7 +301,9 @@ def write_report(config, out: Path, paths: dict) -> Path:
         "| model | macro-F1 | accuracy |",
         "|---|---|---|",
         f"| stformer (fine-tuned) | {metrics['macro_f1']:.3f} | {metrics['accuracy']:.3f} |",
-        f"| logistic regression on log1p(CP10k), same split{subsample} | {baseline['macro_f1']:.3f} | |",
+        f"| logistic regression on log1p(CP10k), same split{subsample} | {baseline['macro_f1']:.3f} | "
+        f"{baseline['accuracy']:.3f} |",
+        *spatial_lines,
         "",
         f"Plots: `confusion_matrix.png`, `umap.png` ({method} of the cell embeddings), `training_curves.png`.",
         "",

@@ -211,6 +211,7 @@ class ClassifyConfig:
     forward_batch_size: int = 48  # cells per batch in evaluation and prediction
     nproc: int = 4  # processes for dataset maps over 20,000 examples or more
     split_column: str | None = None  # obs column (sample, patient) whose groups stay on one side of the split
+    held_out_groups: list[str] | None = None  # with split_column: exactly these groups held out (e.g. one slice)
     pooling: str = "mean"  # cells: "mean" of the final hidden states, standardized; "first": BERT's head
     class_weights: bool = False  # weight the loss by inverse class frequency
     gene_dropout: float | None = None  # cells: leave out each gene with this probability in training; None: 0.1
@@ -238,6 +239,11 @@ class ClassifyConfig:
             raise InputError(msg)
         if not 0 <= self.rare_threshold < 1:
             msg = f"rare_threshold must lie in [0, 1), got {self.rare_threshold}"
+            raise InputError(msg)
+        if isinstance(self.held_out_groups, str):
+            self.held_out_groups = [g for g in self.held_out_groups.split(",") if g]
+        if self.held_out_groups and self.split_column is None:
+            msg = "held_out_groups needs split_column (the column whose groups they are)"
             raise InputError(msg)
         if not 0 < self.test_size < 1:
             msg = f"test_size must lie in (0, 1), got {self.test_size}"

@@ -297,7 +297,7 @@ class GenericClassifier:
             raise InputError(msg)
         if self.classifier_type == "token":
             return split_genes(data, test_size, self.seed)
-        return split_cells(data, test_size, self.seed, self.split_column)
+        return split_cells(data, test_size, self.seed, self.split_column, self.held_out_groups)
 
     def _trainer(self, checkpoint, train_data, eval_data, tokenizer, id_class, out, overrides=None):
         args = self._training_arguments(out / "checkpoints", len(train_data), overrides or {})

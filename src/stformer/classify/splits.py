@@ -9,8 +9,13 @@ from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS
 from .._errors import InputError, InputKeyError
 
 
-def split_cells(data: Dataset, test_size: float, seed: int, group_column: str | None) -> tuple[Dataset, Dataset]:
-    """Stratified train/test split of cells; with ``group_column`` no group spans both sides."""
+def split_cells(
+    data: Dataset, test_size: float, seed: int, group_column: str | None, held_out: list[str] | None = None
+) -> tuple[Dataset, Dataset]:
+    """Stratified train/test split of cells; with ``group_column`` no group spans both sides.
+
+    ``held_out``: exactly these groups of ``group_column`` form the test side (``test_size`` unused).
+    """
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
     labels = np.asarray(data[LABEL])
@@ -27,6 +32,16 @@ def split_cells(data: Dataset, test_size: float, seed: int, group_column: str | 
             msg = f"split_column {group_column!r} is not a dataset column (columns: {data.column_names})"
             raise InputKeyError(msg)
         groups = np.asarray(data[group_column]).astype(str)
+        if held_out:
+            missing = sorted(set(map(str, held_out)) - set(groups))
+            if missing or set(groups) <= set(map(str, held_out)):
+                msg = (
+                    f"held_out_groups {missing or held_out} of split_column {group_column!r}: "
+                    f"{'not found' if missing else 'leave nothing to train on'} (groups: {sorted(set(groups))[:10]})"
+                )
+                raise InputError(msg)
+            test = np.isin(groups, list(map(str, held_out)))
+            return data.select(np.flatnonzero(~test)), data.select(np.flatnonzero(test))
         n_splits = max(2, round(1 / test_size))
         if len(set(groups)) < n_splits:
             msg = f"split_column {group_column!r} has {len(set(groups))} groups; need at least {n_splits}"

@@ -16,7 +16,7 @@ from ..settings import TokenizerConfig
 from ._common import check_counts, chunk_totals, stored_totals
 from ._plan import FilePlan
 from ._sources import CountSource, open_source
-from .neighbors import graph_from_connectivities, spatial_graph
+from .neighbors import neighbor_graph
 from .ranking import concat_ragged, neighbor_sums, rank_value_encode, scale_rows
 
 
@@ -115,16 +115,6 @@ def _select_rows(tokens: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> t
     return tokens[np.repeat(keep, lengths)], lengths[keep]
 
 
-def _neighbor_graph(src: CountSource, config: TokenizerConfig) -> sp.csr_matrix:
-    """The file's neighbor graph (cells, cells): stored, or built per sample."""
-    if config.connectivities_key is not None:
-        return graph_from_connectivities(src.obsp(config.connectivities_key))
-    samples = None
-    if config.sample_column is not None:
-        samples = np.asarray(src.obs_column(config.sample_column)).astype(str)
-    return spatial_graph(src.obsm(config.spatial_key), samples, n_neighbors=config.n_neighbors, radius=config.radius)
-
-
 def encode_file(plan: FilePlan, config: TokenizerConfig, frame: tuple[int, int] | None) -> Iterator[EncodedChunk]:
     """Open one file and yield its encoded chunks in order (worker threads when nproc > 1)."""
     with open_source(plan.path, layer=config.layer, gene_id_column=config.gene_id_column) as src:
@@ -135,7 +125,7 @@ def encode_file(plan: FilePlan, config: TokenizerConfig, frame: tuple[int, int] 
             plan=plan,
             source=src,
             totals=stored_totals(src, config),
-            graph=_neighbor_graph(src, config) if config.mode == "neighborhood" else None,
+            graph=neighbor_graph(src, config) if config.mode == "neighborhood" else None,
             metadata=metadata,
         )
         size = config.chunk_size

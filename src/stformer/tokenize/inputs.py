@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +12,11 @@ import scipy.sparse as sp
 from .._cells import cell_ids
 from .._constants import TARGET_SUM
 from .._errors import InputError, InputKeyError
-from ..settings import InputOptions
+from ..settings import InputOptions, TokenizerConfig
 from ._common import chunk_totals, gene_ids_of, stored_totals
 from ._genes import ColumnMap
 from ._sources import find_data_files, open_source
+from .neighbors import neighbor_graph
 from .ranking import scale_rows
 
 
@@ -35,6 +36,45 @@ def check_input_files(data: Sequence[str | Path], options: InputOptions, columns
                 raise InputError(msg)
 
 
+def _gather(data: Sequence[str | Path], options: InputOptions, ids: np.ndarray, read: Callable):
+    """Rows for the cells ``ids`` (unique cell ids), in that order: ``read(src, rows)`` per file.
+
+    ``read`` gets an open file and its sorted row indices and returns that many rows (sparse or dense).
+    """
+    found = np.zeros(len(ids), dtype=bool)
+    parts, where = [], []
+    for path in find_data_files(data):
+        with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
+            rows = pd.Index(cell_ids(path, src.obs_names())).get_indexer(ids)  # (ids,) row in this file or -1
+            wanted = np.flatnonzero(rows >= 0)
+            if len(wanted) == 0:
+                continue
+            wanted = wanted[np.argsort(rows[wanted])]
+            parts.append(read(src, rows[wanted]))
+            where.append(wanted)
+            found[wanted] = True
+    if not found.all():
+        missing = ids[~found][:3].tolist()
+        msg = f"cells {missing} are in the token dataset but in none of the input files {list(map(str, data))}"
+        raise InputError(msg)
+    order = np.empty(len(ids), dtype=np.int64)
+    order[np.concatenate(where)] = np.arange(len(ids))
+    stacked = sp.vstack(parts).tocsr() if sp.issparse(parts[0]) else np.concatenate(parts)
+    return stacked[order]
+
+
+def _expression(src, options: InputOptions, vocab: Mapping[str, int], rows: np.ndarray) -> sp.csr_matrix:
+    """log1p(CP10k) (rows, vocabulary) of one file's sorted unique ``rows``, read as the tokenizer reads them."""
+    counts = src.take_rows(rows)  # (rows, file genes)
+    gene_ids = gene_ids_of(src, options)
+    known = {g: vocab[g] for g in gene_ids if g in vocab}
+    columns = ColumnMap.build(gene_ids, known, len(vocab), duplicates=options.duplicate_genes)
+    totals = chunk_totals(stored_totals(src, options), counts, rows)
+    scaled = scale_rows(columns.apply(counts)[0], TARGET_SUM / np.maximum(totals, 1))
+    scaled.data = np.log1p(scaled.data)
+    return scaled
+
+
 def read_expression(
     data: Sequence[str | Path], options: InputOptions, vocab: Mapping[str, int], ids: np.ndarray
 ) -> sp.csr_matrix:
@@ -44,30 +84,39 @@ def read_expression(
     mapping, duplicate rule and cell totals; the columns are the vocabulary's genes. Only the
     rows asked for are read, and the result stays sparse.
     """
-    found = np.full(len(ids), -1)
-    parts, where = [], []
-    for path in find_data_files(data):
-        with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
-            rows = pd.Index(cell_ids(path, src.obs_names())).get_indexer(ids)  # (ids,) row in this file or -1
-            wanted = np.flatnonzero(rows >= 0)
-            if len(wanted) == 0:
-                continue
-            wanted = wanted[np.argsort(rows[wanted])]
-            counts = src.take_rows(rows[wanted])  # (wanted, file genes), rows ascending
-            gene_ids = gene_ids_of(src, options)
-            known = {g: vocab[g] for g in gene_ids if g in vocab}
-            columns = ColumnMap.build(gene_ids, known, len(vocab), duplicates=options.duplicate_genes)
-            totals = chunk_totals(stored_totals(src, options), counts, rows[wanted])
-            scaled = scale_rows(columns.apply(counts)[0], TARGET_SUM / np.maximum(totals, 1))
-            scaled.data = np.log1p(scaled.data)
-            parts.append(scaled)
-            where.append(wanted)
-            found[wanted] = 1
-    if (found < 0).any():
-        missing = ids[found < 0][:3].tolist()
-        msg = f"cells {missing} are in the token dataset but in none of the input files {list(map(str, data))}"
-        raise InputError(msg)
-    matrix = sp.vstack(parts).tocsr()
-    order = np.empty(len(ids), dtype=np.int64)
-    order[np.concatenate(where)] = np.arange(len(ids))
-    return matrix[order]
+    return _gather(data, options, ids, lambda src, rows: _expression(src, options, vocab, rows))
+
+
+def read_neighbor_expression(
+    data: Sequence[str | Path], config: TokenizerConfig, vocab: Mapping[str, int], ids: np.ndarray
+) -> sp.csr_matrix:
+    """Mean log1p(CP10k) expression (cells, vocabulary) of each cell's spatial neighbors, in the order of ``ids``.
+
+    The neighbors are the tokenizer's (``config``: ``n_neighbors``, ``radius``, ``sample_column``,
+    ``connectivities_key``); a cell without neighbors gets a zero row.
+    """
+
+    def read(src, rows: np.ndarray) -> sp.csr_matrix:
+        graph = neighbor_graph(src, config)[rows]  # (rows, file cells)
+        members = np.unique(graph.indices)
+        local = sp.csr_matrix(
+            (graph.data, np.searchsorted(members, graph.indices), graph.indptr), shape=(len(rows), len(members))
+        )
+        degree = np.asarray(local.sum(1)).ravel()
+        weights = scale_rows(local, np.divide(1.0, degree, out=np.zeros(len(rows)), where=degree > 0))
+        return (weights @ _expression(src, config, vocab, members)).tocsr()
+
+    return _gather(data, config, ids, read)
+
+
+def read_coordinates(data: Sequence[str | Path], options: InputOptions, ids: np.ndarray, key: str) -> np.ndarray:
+    """``obsm[key]`` (cells, d) of the cells ``ids``, in that order; an error names a file without it."""
+
+    def read(src, rows: np.ndarray) -> np.ndarray:
+        coords = src.obsm(key)
+        if coords is None:
+            msg = f"{src.path}: no obsm[{key!r}]"
+            raise InputKeyError(msg)
+        return np.asarray(coords, dtype=np.float64)[rows]
+
+    return _gather(data, options, ids, read)

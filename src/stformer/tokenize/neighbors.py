@@ -67,3 +67,16 @@ def graph_from_connectivities(connectivities: sp.spmatrix) -> sp.csr_matrix:
     graph.eliminate_zeros()
     graph.data[:] = 1.0
     return graph
+
+
+def neighbor_graph(src, config) -> sp.csr_matrix:
+    """A file's neighbor graph (cells, cells) as the tokenizer builds it: stored, or built per sample.
+
+    ``src``: an open :class:`~stformer.tokenize._sources.CountSource`; ``config``: a ``TokenizerConfig``.
+    """
+    if config.connectivities_key is not None:
+        return graph_from_connectivities(src.obsp(config.connectivities_key))
+    samples = None
+    if config.sample_column is not None:
+        samples = np.asarray(src.obs_column(config.sample_column)).astype(str)
+    return spatial_graph(src.obsm(config.spatial_key), samples, n_neighbors=config.n_neighbors, radius=config.radius)
