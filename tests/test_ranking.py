@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 
 from stformer.tokenize._genes import ColumnMap
-from stformer.tokenize.ranking import concat_ragged, neighbor_sums, rank_value_encode, scale_rows
+from stformer.tokenize.ranking import concat_ragged, rank_value_encode, scale_rows
 
 
 def _ragged_to_lists(tokens, lengths):
@@ -66,15 +66,6 @@ def test_column_map_duplicate_rules():
     assert covered == 6
     with pytest.raises(ValueError, match="1 duplicated gene identifiers, e.g. \\['A'\\]"):
         ColumnMap.build(ids, {"A": 0, "B": 1}, 2, duplicates="error")
-
-
-def test_neighbor_sums_equals_sparse_product():
-    adjacency = sp.random(300, 80, density=0.05, random_state=2, format="csr")
-    adjacency.data[:] = 1
-    values = sp.random(80, 50, density=0.3, random_state=3, format="csr")
-    got = neighbor_sums(adjacency, values)
-    np.testing.assert_allclose(got.toarray(), (adjacency @ values).toarray())
-    assert got.shape == (300, 50)
 
 
 def test_concat_ragged():

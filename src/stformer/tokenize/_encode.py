@@ -17,7 +17,7 @@ from ._common import check_counts, chunk_totals, stored_totals
 from ._plan import FilePlan
 from ._sources import CountSource, open_source
 from .neighbors import neighbor_graph
-from .ranking import concat_ragged, neighbor_sums, rank_value_encode, scale_rows
+from .ranking import concat_ragged, rank_value_encode, scale_rows
 
 
 @dataclass
@@ -103,7 +103,7 @@ def _neighborhood_values(file: _OpenFile, cells: np.ndarray) -> sp.csr_matrix:
         shape=(len(cells), len(members)),
     )
     member_totals = chunk_totals(file.totals, neighbor_counts, members)
-    summed = neighbor_sums(local, file.plan.columns.apply(neighbor_counts)[0])  # (cells, vocab)
+    summed = (local @ file.plan.columns.apply(neighbor_counts)[0]).tocsr()  # (cells, vocab): one sparse product
     summed_totals = local @ member_totals  # (cells,)
     inverse = np.divide(1.0, summed_totals, out=np.zeros(len(cells)), where=summed_totals > 0)
     return scale_rows(summed, inverse)
