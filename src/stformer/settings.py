@@ -87,7 +87,7 @@ class TokenizerConfig(InputOptions):
         None  # start cells with <cls>, end them with <eos> (V2); None: if the dictionary has them
     )
     sample_column: str | None = None  # obs column naming each cell's sample (slide)
-    n_neighbors: int | None = 6  # nearest cells (within radius if set); None: every cell within radius
+    n_neighbors: int | None = 6  # nearest cells (6: Visium's hexagonal grid; within radius if set); None: all in radius
     radius: float | None = None  # neighbor distance cutoff in obsm units
     spatial_key: str = "spatial"  # obsm key of the coordinates
     connectivities_key: str | None = None  # obsp graph to use instead (e.g. squidpy's "spatial_connectivities")
