@@ -58,13 +58,13 @@ def _encode_chunk(
     totals = chunk_totals(file.totals, counts, slice(start, stop))
     check_counts(file.source, counts, totals, config, first_row=start)
     keep = totals > 0
-    weighted, covered = file.plan.columns.apply(counts if keep.all() else counts[keep])
-    own = scale_rows(weighted, 1.0 / totals[keep])  # (cells, vocab)
+    weighted, covered = file.plan.columns.apply(counts)  # (cells, vocab); empty cells give empty rows
     if config.mode == "spot":
-        tokens, lengths = rank_value_encode(own, cap)
+        tokens, lengths = rank_value_encode(scale_rows(weighted[keep], 1.0 / totals[keep]), cap)
         neighbor_start = None
     else:
-        nb_values = _neighborhood_values(file, np.arange(start, stop)[keep])
+        nb_values = _neighborhood_values(file, start, stop, weighted, totals)[keep]  # before own is scaled
+        own = scale_rows(weighted[keep], 1.0 / totals[keep])  # (cells, vocab)
         nb_count = np.diff(nb_values.indptr)
         own_part = rank_value_encode(own, cap - np.minimum(nb_count, cap // 2))
         nb_part = rank_value_encode(nb_values, cap - own_part[1])
@@ -93,19 +93,25 @@ def _encode_chunk(
     )
 
 
-def _neighborhood_values(file: _OpenFile, cells: np.ndarray) -> sp.csr_matrix:
-    """Normalized summed counts of each cell's neighbors (cells, vocab genes)."""
-    adjacency = file.graph[cells]  # (cells, all cells)
-    members = np.unique(adjacency.indices)
-    neighbor_counts = file.source.take_rows(members)  # (members, file genes)
-    local = sp.csr_matrix(
-        (adjacency.data, np.searchsorted(members, adjacency.indices), adjacency.indptr),
-        shape=(len(cells), len(members)),
-    )
-    member_totals = chunk_totals(file.totals, neighbor_counts, members)
-    summed = (local @ file.plan.columns.apply(neighbor_counts)[0]).tocsr()  # (cells, vocab): one sparse product
+def _neighborhood_values(
+    file: _OpenFile, start: int, stop: int, weighted: sp.csr_matrix, totals: np.ndarray
+) -> sp.csr_matrix:
+    """Normalized summed counts of the neighbors of cells ``start:stop`` (cells, vocab genes).
+
+    ``weighted`` and ``totals`` are the chunk's own rows, already read; only the neighbors outside
+    the chunk are read from the file. The sums are one sparse product.
+    """
+    adjacency = file.graph[start:stop]  # (cells, all cells)
+    outside = np.unique(adjacency.indices[(adjacency.indices < start) | (adjacency.indices >= stop)])
+    extra = file.source.take_rows(outside)  # (outside, file genes)
+    members = sp.vstack([weighted, file.plan.columns.apply(extra)[0]], format="csr")  # (own + outside, vocab)
+    member_totals = np.concatenate([totals, chunk_totals(file.totals, extra, outside)])
+    inside = (adjacency.indices >= start) & (adjacency.indices < stop)
+    column = np.where(inside, adjacency.indices - start, stop - start + np.searchsorted(outside, adjacency.indices))
+    local = sp.csr_matrix((adjacency.data, column, adjacency.indptr), shape=(stop - start, len(member_totals)))
+    summed = (local @ members).tocsr()  # (cells, vocab)
     summed_totals = local @ member_totals  # (cells,)
-    inverse = np.divide(1.0, summed_totals, out=np.zeros(len(cells)), where=summed_totals > 0)
+    inverse = np.divide(1.0, summed_totals, out=np.zeros(stop - start), where=summed_totals > 0)
     return scale_rows(summed, inverse)
 
 

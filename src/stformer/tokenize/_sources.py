@@ -15,6 +15,7 @@ from .._errors import InputError, InputKeyError
 from .._warnings import StformerWarning
 
 SUFFIXES = (".h5ad", ".loom")
+RUN_GAP = 64  # rows apart that take_rows still reads as one block (cheaper than another read)
 
 
 def find_data_files(paths: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -57,18 +58,15 @@ class CountSource:
     def take_rows(self, rows: np.ndarray) -> sp.csr_matrix:
         """Rows at sorted unique indices ``rows`` as CSR float64.
 
-        Reads the covering range in one go when the rows are dense in it (spatially ordered
-        files), else row by row.
+        Rows less than ``RUN_GAP`` apart are read as one block (a neighborhood's rows cluster in
+        spatially ordered files, even across slides), so a chunk's neighbors cost a few reads
+        rather than one per row.
         """
         if len(rows) == 0:
             return sp.csr_matrix((0, len(self.raw_gene_ids)))
-        lo, hi = int(rows[0]), int(rows[-1]) + 1
-        if hi - lo <= 2 * len(rows) + 1024:
-            return self.read_rows(lo, hi)[rows - lo]
-        return self._take_scattered(rows)
-
-    def _take_scattered(self, rows: np.ndarray) -> sp.csr_matrix:
-        raise NotImplementedError
+        runs = np.split(rows, np.flatnonzero(np.diff(rows) > RUN_GAP) + 1)
+        parts = [self.read_rows(int(run[0]), int(run[-1]) + 1)[run - run[0]] for run in runs]
+        return parts[0] if len(parts) == 1 else sp.vstack(parts, format="csr")
 
     def obs_column(self, name: str) -> np.ndarray | None:
         """One cell-metadata column, or ``None`` when absent."""
@@ -165,9 +163,6 @@ class H5adSource(CountSource):
         indices = group["indices"][lo:hi]
         return sp.csr_matrix((data, indices, indptr - lo), shape=(stop - start, len(self.raw_gene_ids)))
 
-    def _take_scattered(self, rows: np.ndarray) -> sp.csr_matrix:
-        return _to_csr(self._matrix[np.asarray(rows, dtype=np.int64)])
-
     def obs_column(self, name: str) -> np.ndarray | None:
         obs = self._file["obs"]
         if name not in obs:
@@ -231,9 +226,6 @@ class LoomSource(CountSource):
 
     def read_rows(self, start: int, stop: int) -> sp.csr_matrix:
         return _to_csr(self._layer[:, start:stop].T)
-
-    def _take_scattered(self, rows: np.ndarray) -> sp.csr_matrix:
-        return _to_csr(self._layer[:, np.asarray(rows, dtype=np.int64)].T)
 
     def obs_column(self, name: str) -> np.ndarray | None:
         return np.asarray(self._ds.ca[name]) if name in self._ds.ca.keys() else None
