@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -261,6 +262,16 @@ def test_a_killed_screen_continues_after_its_last_complete_chunk(pretrained, tok
     perturb(
         pretrained, token_dataset, tmp_path / "third", PerturbConfig(max_cells=8, chunk_cells=2, seed=1), progress=False
     )
+    assert len(calls) == 4
+    # the same settings on tokens written anew (another modification time): not reused either
+    shutil.copytree(token_dataset, tmp_path / "tokens")
+    fail, calls[:] = True, []
+    with pytest.raises(KeyboardInterrupt):
+        perturb(pretrained, tmp_path / "tokens", tmp_path / "fourth", settings, progress=False)
+    for arrow in (tmp_path / "tokens").glob("*.arrow"):
+        os.utime(arrow, ns=(arrow.stat().st_atime_ns, arrow.stat().st_mtime_ns + 10**9))
+    fail, calls[:] = False, []
+    perturb(pretrained, tmp_path / "tokens", tmp_path / "fourth", settings, progress=False)
     assert len(calls) == 4
 
 

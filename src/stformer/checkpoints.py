@@ -14,7 +14,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from ._constants import INPUT_IDS, LENGTH, PAD_TOKEN, VOCAB_FILE
+from ._constants import END_TOKENS, INPUT_IDS, LENGTH, PAD_TOKEN, VOCAB_FILE
 from ._datasets import example_lengths, token_id_range
 from ._errors import InputError
 from ._warnings import StformerWarning
@@ -26,7 +26,6 @@ WEIGHT_FILES = (
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
 )
-EOS_TOKENS = ("<eos>", "<sep>")
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ def fit_to_model(data: Dataset, folder: ModelFolder, *, source: str = "the token
         StformerWarning,
         stacklevel=2,
     )
-    ends = {folder.vocab[t] for t in EOS_TOKENS if t in (folder.vocab or {})}
+    ends = {folder.vocab[t] for t in END_TOKENS if t in (folder.vocab or {})}
 
     def cut(batch: dict) -> dict:
         ids = [row if len(row) <= limit else row[: limit - 1] + row[-1:] if row[-1] in ends else row[:limit]

@@ -348,7 +348,11 @@ def _fingerprint(model_dir, tokens, data: Dataset, chosen: np.ndarray, config: P
     parts = {
         "settings": asdict(config),
         "model": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in weights],
-        "tokens": str(Path(tokens).resolve()) if isinstance(tokens, (str, Path)) else data._fingerprint,
+        "tokens": (  # a re-tokenized folder of the same name is other data
+            [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(tokens).glob("*.arrow"))]
+            if isinstance(tokens, (str, Path))
+            else data._fingerprint
+        ),
         "cells": hashlib.sha256(np.asarray(chosen, dtype=np.int64).tobytes()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
