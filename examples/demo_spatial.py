@@ -17,6 +17,7 @@ import argparse
 import json
 import shutil
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,13 +35,15 @@ def extract(archive: Path, out: Path, per_slice: int, seed: int = 0) -> None:
     import anndata as ad
 
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
-        for name in SLICES:
+    missing = [name for name in SLICES if not (out / f"{name}.h5ad").exists()]
+    if not missing:
+        return
+    with tarfile.open(archive) as tar, tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        members = [tar.getmember(f"paste2-1.0.1/sample_data/{name}.h5ad") for name in missing]
+        tar.extractall(tmp, members=members, filter="data")  # to disk: HDF5 reads seek, a gzip stream cannot
+        for name in missing:
             target = out / f"{name}.h5ad"
-            if target.exists():
-                continue
-            member = tar.getmember(f"paste2-1.0.1/sample_data/{name}.h5ad")
-            raw = ad.read_h5ad(tar.extractfile(member))
+            raw = ad.read_h5ad(Path(tmp) / "paste2-1.0.1" / "sample_data" / f"{name}.h5ad")
             subset = np.zeros(raw.n_obs, dtype=bool)
             subset[np.random.default_rng(seed).choice(raw.n_obs, min(per_slice, raw.n_obs), replace=False)] = True
             raw.obs = raw.obs.assign(
@@ -48,7 +51,8 @@ def extract(archive: Path, out: Path, per_slice: int, seed: int = 0) -> None:
             )[["layer", "slice", "demo_subset", "n_counts"]]
             raw.var = raw.var[["gene_ids"]]
             del raw.uns, raw.obsm["rgb"]
-            raw.write_h5ad(target)
+            raw.write_h5ad(Path(tmp) / target.name)
+            Path(tmp, target.name).replace(target)  # complete or absent
 
 
 def main() -> None:
