@@ -73,10 +73,12 @@ def test_ray_tune_two_trials(pretrained, tmp_path):
         "cell_type",
         training_args={**FAST, "num_train_epochs": 1},
         ray_config={"learning_rate": [1e-3, 3e-3], "weight_decay": (0.0, 0.1)},
+        resources_per_trial={"cpu": 2},
     )
     data_path, _ = clf.prepare_data(str(tmp_path / "cells.dataset"), str(tmp_path), "t")
     analysis = clf._ray_tune(str(pretrained), data_path, str(tmp_path), None, 2, 0.2, None)
     assert len(analysis.trials) == 2
+    assert all(t.placement_group_factory.required_resources.get("CPU") == 2 for t in analysis.trials)
     assert analysis.get_best_config()["learning_rate"] in (1e-3, 3e-3)
     assert (tmp_path / "best_model" / "model.safetensors").exists()
     assert all("macro_f1" in t.last_result for t in analysis.trials)

@@ -207,6 +207,7 @@ class ClassifyConfig:
     max_examples_per_class: int | None = None  # keep at most this many examples per class
     training_args: dict[str, Any] = field(default_factory=dict)  # TrainingArguments options (older names translated)
     ray_config: dict[str, Any] | None = None  # Ray Tune search space over TrainingArguments (n_trials > 0)
+    resources_per_trial: dict[str, float] | None = None  # Ray Tune trial resources; None: 1 GPU if present, 1 CPU
     freeze_layers: int = 0  # the first layers kept frozen
     forward_batch_size: int = 48  # cells per batch in evaluation and prediction
     nproc: int = 4  # processes for dataset maps over 20,000 examples or more

@@ -79,9 +79,11 @@ class GenericClassifier:
         nproc: int = 4,
         *,
         split_column: str | None = None,
+        held_out_groups: list[str] | None = None,
         pooling: str = "mean",
         class_weights: bool = False,
         gene_dropout: float | None = None,
+        resources_per_trial: dict[str, float] | None = None,
         seed: int = 42,
     ):
         self.config = ClassifyConfig(
@@ -100,9 +102,11 @@ class GenericClassifier:
             forward_batch_size=forward_batch_size,
             nproc=nproc,
             split_column=split_column,
+            held_out_groups=held_out_groups,
             pooling=pooling,
             class_weights=class_weights,
             gene_dropout=gene_dropout,
+            resources_per_trial=resources_per_trial,
             seed=seed,
         )
 
@@ -273,7 +277,7 @@ class GenericClassifier:
         def make_trainer(trial_dir: Path, overrides: dict):
             return self._trainer(checkpoint, train_data, eval_data, tokenizer, id_class, trial_dir, overrides)
 
-        return run_ray_tune(make_trainer, self.ray_config, out, n_trials)
+        return run_ray_tune(make_trainer, self.ray_config, out, n_trials, self.resources_per_trial)
 
     def _id_class(self, dataset_path: str | Path, data: Dataset) -> dict[int, str]:
         """Class names: the label map beside a prepared dataset, else the ids themselves."""

@@ -53,12 +53,32 @@ def search_space(ray_config: dict) -> dict:
     return space
 
 
-def run_ray_tune(make_trainer: Callable, ray_config: dict | None, out: Path, n_trials: int):
+def trial_resources(requested: dict | None) -> dict[str, float]:
+    """Ray resources of one trial: ``requested``, else one GPU (and one CPU) when CUDA is present, else one CPU.
+
+    >>> trial_resources({"cpu": 2})
+    {'cpu': 2}
+    """
+    import torch
+
+    if requested is None:
+        return {"cpu": 1, "gpu": 1} if torch.cuda.is_available() else {"cpu": 1}
+    unknown = sorted(set(requested) - {"cpu", "gpu"})
+    if unknown or any(v < 0 for v in requested.values()):
+        msg = f"resources_per_trial takes non-negative 'cpu' and 'gpu' counts, got {requested}"
+        raise InputError(msg)
+    return dict(requested)
+
+
+def run_ray_tune(
+    make_trainer: Callable, ray_config: dict | None, out: Path, n_trials: int, resources: dict | None = None
+):
     """Train ``n_trials`` models, each evaluated on its Trainer's eval set (macro-F1); keep the best.
 
     ``make_trainer(trial_dir, overrides)`` returns a ``Trainer`` whose ``TrainingArguments`` take
-    ``overrides`` (the trial's hyperparameters drawn from ``ray_config``). The best trial's model
-    is copied to ``out/best_model``. Returns Ray's ``ResultGrid``.
+    ``overrides`` (the trial's hyperparameters drawn from ``ray_config``). Each trial gets
+    :func:`trial_resources` (``resources``). The best trial's model is copied to
+    ``out/best_model``. Returns Ray's ``ResultGrid``.
     """
     if not ray_config:
         msg = "n_trials > 0 needs ray_config (the hyperparameters to search)"
@@ -75,7 +95,7 @@ def run_ray_tune(make_trainer: Callable, ray_config: dict | None, out: Path, n_t
         trainer.save_model(str(trial_dir / "model"))
         tune.report({METRIC: metrics[f"eval_{METRIC}"], "eval_loss": metrics["eval_loss"]})
 
-    trainable = tune.with_resources(trial, {"cpu": 1})
+    trainable = tune.with_resources(trial, trial_resources(resources))
     tuner = tune.Tuner(
         trainable,
         param_space=space,
