@@ -10,8 +10,8 @@ from stformer.cli import main
 
 
 def test_cell_embeddings_are_batch_size_invariant_and_mean_pooled(pretrained, token_dataset):
-    small = embed(pretrained, token_dataset, batch_size=1, progress=False)
-    big = embed(pretrained, token_dataset, batch_size=64, genes=True, progress=False)
+    small = embed(pretrained, token_dataset, batch_size=1, bf16=False, progress=False)
+    big = embed(pretrained, token_dataset, batch_size=64, genes=True, bf16=False, progress=False)
     assert small["cells"].shape == (160, 32)
     np.testing.assert_allclose(small["cells"], big["cells"], atol=1e-5)
     assert list(big["cell_ids"]) == load_from_disk(str(token_dataset))["cell_id"]
@@ -26,10 +26,21 @@ def test_cell_embeddings_are_batch_size_invariant_and_mean_pooled(pretrained, to
     gene = big["gene_tokens"][3]  # a gene's embedding: its hidden state averaged over the cells expressing it
     expected = np.mean([s[ids.index(gene)] for s, ids in zip(states, data["input_ids"], strict=True) if gene in ids], 0)
     np.testing.assert_allclose(big["genes"][3], expected, atol=1e-4)
-    first_layer = embed(pretrained, token_dataset, layer=0, progress=False)
+    first_layer = embed(pretrained, token_dataset, layer=0, bf16=False, progress=False)
     assert not np.allclose(first_layer["cells"], big["cells"])
     with pytest.raises(ValueError, match="layer must lie in"):
         embed(pretrained, token_dataset, layer=9, progress=False)
+
+
+def test_bf16_embeddings_point_where_fp32_ones_do(pretrained, token_dataset):
+    exact = embed(pretrained, token_dataset, bf16=False, device="cpu", progress=False)["cells"]
+    fast = embed(pretrained, token_dataset, bf16=True, progress=False)["cells"]  # stformer's CPU kernels here
+    assert not np.array_equal(fast, exact)  # bf16 did run
+    cosine = (fast * exact).sum(1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cosine.min() > 0.99
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda' but no CUDA device is visible"):
+            embed(pretrained, token_dataset, device="cuda", progress=False)
 
 
 def test_write_embeddings_into_anndata_copy(pretrained, token_dataset, tmp_path):

@@ -131,7 +131,8 @@ def test_a_foreign_checkpoint_embeds_classifies_and_continues_pretraining(weight
     model = foreign_checkpoint(tmp_path / "gf", weights)
     dictionary = GENEFORMER / "token_dictionary.pkl"
     # embeddings: the model's own forward pass, mean over each cell's genes, computed here directly
-    got = embed(tmp_path / "gf", geneformer_tokens, token_dictionary=str(dictionary), progress=False)["cells"]
+    got = embed(tmp_path / "gf", geneformer_tokens, token_dictionary=str(dictionary), bf16=False, progress=False)
+    got = got["cells"]
     data = load_from_disk(str(geneformer_tokens))
     with torch.no_grad():
         for row in (0, 350, 699):
@@ -190,7 +191,9 @@ def test_cells_longer_than_the_model_reads_are_cut_with_a_count(geneformer_token
     data = load_from_disk(str(geneformer_tokens))
     longer = int(sum(n > 64 for n in data["length"]))
     with pytest.warns(UserWarning, match=f"{longer:,} of 700 cells .* more than 64 tokens"):
-        got = embed(tmp_path / "short", geneformer_tokens, progress=False)["cells"]  # dictionary: the tokens'
+        got = embed(tmp_path / "short", geneformer_tokens, bf16=False, progress=False)[
+            "cells"
+        ]  # the tokens' dictionary
     with torch.no_grad():
         ids = torch.as_tensor(data[0]["input_ids"][:64])[None]  # its 64 highest-ranked genes
         np.testing.assert_allclose(
@@ -273,8 +276,9 @@ def test_v2_embeddings_mean_over_genes_or_pool_cls_and_perturbations_keep_the_fr
     cells = [rng.choice(np.arange(2, 25_000), n, replace=False) for n in (30, 12)]
     framed = [[cls, *c.tolist(), eos] for c in cells]
     data = Dataset.from_dict({"input_ids": framed, "length": [len(f) for f in framed], "cell_id": ["a", "b"]})
-    mean = embed(tmp_path / "v2model", data, token_dictionary=vocab, progress=False)["cells"]
-    pooled = embed(tmp_path / "v2model", data, token_dictionary=vocab, pooling="cls", progress=False)["cells"]
+    mean = embed(tmp_path / "v2model", data, token_dictionary=vocab, bf16=False, progress=False)["cells"]
+    pooled = embed(tmp_path / "v2model", data, token_dictionary=vocab, pooling="cls", bf16=False, progress=False)
+    pooled = pooled["cells"]
     with torch.no_grad():
         for row, sequence in enumerate(framed):
             states = model.bert(input_ids=torch.as_tensor(sequence)[None]).last_hidden_state[0]

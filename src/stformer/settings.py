@@ -186,6 +186,7 @@ class PretrainConfig:
 
 CLASSIFIER_TYPES = ("sequence", "token")
 POOLINGS = ("mean", "first")
+DEVICES = ("auto", "cpu", "cuda")  # "auto": CUDA when present
 
 
 @dataclass
@@ -260,6 +261,8 @@ class EmbedConfig:
     batch_size: int = 32  # cells per forward pass (cells of similar length together)
     genes: bool = False  # also each gene's hidden state averaged over the cells expressing it
     pooling: str = "mean"  # cell embedding: "mean" over its genes, or "cls": its <cls> token's state (V2 models)
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    bf16: bool | None = None  # None: where the device is fast at it (CUDA, CPUs with AMX or AVX512-BF16)
     token_dictionary: str | None = None  # the model's dictionary when its folder has none (default: the tokens')
 
     def __post_init__(self) -> None:
@@ -268,6 +271,9 @@ class EmbedConfig:
             raise InputError(msg)
         if self.pooling not in ("mean", "cls"):
             msg = f"pooling must be 'mean' or 'cls', got {self.pooling!r}"
+            raise InputError(msg)
+        if self.device not in DEVICES:
+            msg = f"device must be one of {DEVICES}, got {self.device!r}"
             raise InputError(msg)
 
 
@@ -316,8 +322,8 @@ class PerturbConfig:
                 f"{self.fraction}, {self.batch_size}, {self.chunk_cells} and {self.null_draws}"
             )
             raise InputError(msg)
-        if self.device not in ("auto", "cpu", "cuda"):
-            msg = f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"
+        if self.device not in DEVICES:
+            msg = f"device must be one of {DEVICES}, got {self.device!r}"
             raise InputError(msg)
 
 

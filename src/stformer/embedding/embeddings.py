@@ -14,8 +14,11 @@ from .._cells import cell_ids
 from .._config import build_config
 from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
 from .._datasets import example_lengths, pad_right
+from .._distributed import device_for
 from .._errors import InputError
 from .._files import atomic_path
+from .._hardware import bf16_is_fast
+from .._kernels import use_fast_kernels
 from ..checkpoints import fit_to_model, load_encoder, open_model_folder
 from ..settings import EmbedConfig
 from ..vocab import special_token_ids
@@ -31,6 +34,8 @@ def embed(
 ) -> dict[str, np.ndarray]:
     """Embed every cell of a token dataset with the encoder of a saved model.
 
+    The model runs on ``device`` (CUDA when present), in bf16 where the device is fast at it
+    (``bf16``; stformer's kernels on CPU); batches hold cells of similar length, cut to the longest.
     A cell's embedding is the mean of ``layer``'s hidden states over its genes (padding and
     special tokens such as V2's ``<cls>``/``<eos>`` excluded), so it does not depend on the batch
     it was computed in; with ``pooling="cls"`` the state of its ``<cls>`` token (V2 models). Cells are batched by
@@ -60,7 +65,9 @@ def embed(
     )
     data = fit_to_model(data, folder, source=str(dataset) if isinstance(dataset, (str, Path)) else "the token dataset")
     model_config = folder.config
-    model = load_encoder(folder)
+    device = device_for(config.device)
+    bf16 = bf16_is_fast(device.type) if config.bf16 is None else config.bf16
+    model = use_fast_kernels(load_encoder(folder).to(device))
     n_layers, hidden_size, vocab_size = (
         model_config.num_hidden_layers,
         model_config.hidden_size,
@@ -81,8 +88,9 @@ def embed(
     for start in tqdm(batches, desc="embed", unit="batch", disable=not progress):
         rows = order[start : start + batch_size]
         ids, mask = pad_right(data.select(rows)[INPUT_IDS], folder.vocab[PAD_TOKEN])  # (batch, width)
-        with torch.no_grad():
-            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[layer]
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+        hidden = out.hidden_states[layer].float().cpu()  # (batch, width, hidden)
         real = mask.bool() & ~torch.isin(ids, special)  # (batch, seq): genes, not <pad>/<cls>/<eos>
         weights = real.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
         pooled = hidden[:, 0] if config.pooling == "cls" else (hidden * weights).sum(1) / weights.sum(1)
