@@ -53,20 +53,27 @@ def geneformer_rule(counts, symbols, n_counts, symbol_to_id, medians, tokens, ma
     return out
 
 
-def test_pbmc_tokens_equal_geneformer_rule_with_its_own_dictionaries(pbmc_h5ad, tmp_path):
-    tokens = safe_load_pickle(GENEFORMER / "token_dictionary.pkl")
-    medians = safe_load_pickle(GENEFORMER / "gene_median_dictionary.pkl")
-    symbol_to_id = safe_load_pickle(GENEFORMER / "gene_name_id_dict.pkl")
+@pytest.fixture(scope="module")
+def geneformer_tokens(pbmc_h5ad, tmp_path_factory):
+    """PBMC tokenized with Geneformer V1's dictionaries (symbols mapped to Ensembl ids)."""
+    out = tmp_path_factory.mktemp("gf") / "tokens"
     tokenize_data(
         pbmc_h5ad,
-        tmp_path / "tokens",
+        out,
         GENEFORMER / "gene_median_dictionary.pkl",
         GENEFORMER / "token_dictionary.pkl",
         gene_mapping=GENEFORMER / "gene_name_id_dict.pkl",
-        min_count_coverage=0.0,
+        metadata_columns=["bulk_labels"],
         progress=False,
     )
-    ours = load_from_disk(str(tmp_path / "tokens"))["input_ids"]
+    return out
+
+
+def test_pbmc_tokens_equal_geneformer_rule_with_its_own_dictionaries(pbmc_h5ad, geneformer_tokens):
+    tokens = safe_load_pickle(GENEFORMER / "token_dictionary.pkl")
+    medians = safe_load_pickle(GENEFORMER / "gene_median_dictionary.pkl")
+    symbol_to_id = safe_load_pickle(GENEFORMER / "gene_name_id_dict.pkl")
+    ours = load_from_disk(str(geneformer_tokens))["input_ids"]  # stformer tokenize with these three files
     adata = ad.read_h5ad(pbmc_h5ad)
     expected = geneformer_rule(
         adata.X.toarray().astype(np.float64),
@@ -83,22 +90,6 @@ def test_pbmc_tokens_equal_geneformer_rule_with_its_own_dictionaries(pbmc_h5ad, 
         # the same order up to ties: values never increase along our sequence
         values = np.array([value[t] for t in got])
         assert np.all(np.diff(values) <= 1e-6 * values[:-1])
-
-
-@pytest.fixture(scope="module")
-def geneformer_tokens(pbmc_h5ad, tmp_path_factory):
-    """PBMC tokenized with Geneformer V1's dictionaries (symbols mapped to Ensembl ids)."""
-    out = tmp_path_factory.mktemp("gf") / "tokens"
-    tokenize_data(
-        pbmc_h5ad,
-        out,
-        GENEFORMER / "gene_median_dictionary.pkl",
-        GENEFORMER / "token_dictionary.pkl",
-        gene_mapping=GENEFORMER / "gene_name_id_dict.pkl",
-        metadata_columns=["bulk_labels"],
-        progress=False,
-    )
-    return out
 
 
 def foreign_checkpoint(folder: Path, weights: str, max_positions: int = 2048) -> BertForMaskedLM:

@@ -130,3 +130,15 @@ def write_mapping(obj: Any, path: str | Path, *, overwrite: bool = False) -> Pat
     if Path(path).suffix.lower() in {".pkl", ".pickle"}:
         return write_pickle(obj, path, overwrite=overwrite)
     return write_json(obj, path, overwrite=overwrite)
+
+
+def file_identity(path: str | Path | None) -> list | None:
+    """A file or folder by path and each file's size and modification time (a changed file is another input).
+
+    Folders list their own files (not sub-folders); None stays None.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [str(path.resolve()), [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]]

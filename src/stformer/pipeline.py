@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ._constants import STAGES
-from ._files import atomic_path, write_json
+from ._files import atomic_path, file_identity, write_json
 from .settings import RunConfig, load_run_config
 
 
@@ -54,10 +54,10 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
     upstream, fingerprints = "", {}
     for stage in STAGES:
         section = {
-            "medians": lambda: [asdict(config.medians_settings()), _file_identity(config.gene_medians)],
-            "vocab": lambda: _file_identity(config.token_dictionary),
+            "medians": lambda: [asdict(config.medians_settings()), file_identity(config.gene_medians)],
+            "vocab": lambda: file_identity(config.token_dictionary),
             "tokenize": lambda: asdict(config.tokenize_settings()),
-            "pretrain": lambda: [asdict(config.pretrain), _file_identity(config.pretrain.init_from)],
+            "pretrain": lambda: [asdict(config.pretrain), file_identity(config.pretrain.init_from)],
             "classify": lambda: asdict(config.classify_settings()),
             "embed": lambda: asdict(config.embed),
             "perturb": lambda: config.perturb and asdict(config.perturb),
@@ -92,14 +92,6 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         write_json({"fingerprint": fingerprints[stage], "seconds": log[stage]}, stamp, overwrite=True)
         print(f"[stformer run] {stage}: {log[stage]} s", flush=True)
     return log
-
-
-def _file_identity(path: str | None) -> list | None:
-    """A given file or folder by path, size and modification time (a changed file re-runs its stage)."""
-    if path is None:
-        return None
-    files = sorted(Path(path).iterdir()) if Path(path).is_dir() else [Path(path)]
-    return [str(path), [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]]
 
 
 def _medians(config: RunConfig, paths: dict) -> None:

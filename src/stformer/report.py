@@ -77,7 +77,7 @@ def logistic_baseline(
     }
 
 
-def _spatial_section(config, paths: dict, report: Path, train, test, vocab, predicted, id_class) -> tuple[list, dict]:
+def _spatial_section(config, evaluation, report: Path, train, test, vocab, predicted, id_class) -> tuple[list, dict]:
     """With coordinates in every file: the spatial baseline, per-group scores and ``tissue.png``.
 
     The spatial baseline is the expression baseline with each cell's neighbor-averaged expression
@@ -98,7 +98,7 @@ def _spatial_section(config, paths: dict, report: Path, train, test, vocab, pred
     spatial = logistic_baseline(with_neighbors, train, test)
     split_column = config.classify.split_column
     groups = (
-        np.asarray(load_from_disk(str(paths["eval"]))[split_column]).astype(str)
+        np.asarray(evaluation[split_column]).astype(str)
         if split_column
         else np.array([c.split(":", 1)[0] for c in test[0]])
     )
@@ -266,7 +266,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
     order = pd.Index(np.asarray(evaluation[CELL_ID])).get_indexer(test[0])  # eval order -> labeled order
     predicted = np.asarray(predictions["predictions"])[order]
     spatial_lines, spatial = _spatial_section(
-        config, paths, report, train, test, vocab, predicted, predictions["id_class_dict"]
+        config, evaluation, report, train, test, vocab, predicted, predictions["id_class_dict"]
     )
     write_json(
         {

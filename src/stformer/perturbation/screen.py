@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from .._config import build_config
 from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
+from .._datasets import example_lengths
 from .._distributed import barrier, device_for, ranks
 from .._errors import InputError
 from .._figures import new_figure, save_figure
-from .._files import atomic_path, load_mapping_file
+from .._files import atomic_path, file_identity, load_mapping_file
 from .._hardware import bf16_is_fast
 from ..checkpoints import fit_to_model, load_encoder, open_model_folder
 from ..classify.data import matching_rows
@@ -343,16 +344,11 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _fingerprint(model_dir, tokens, data: Dataset, chosen: np.ndarray, config: PerturbConfig) -> str:
-    """What the chunks depend on: the settings, the model's weights, the tokens and the cells chosen."""
-    weights = sorted(p for p in Path(model_dir).iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
+    """What the chunks depend on: the settings, the model's files, the token files and the cells chosen."""
     parts = {
         "settings": asdict(config),
-        "model": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in weights],
-        "tokens": (  # a re-tokenized folder of the same name is other data
-            [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(tokens).glob("*.arrow"))]
-            if isinstance(tokens, (str, Path))
-            else data._fingerprint
-        ),
+        "model": file_identity(model_dir),
+        "tokens": file_identity(tokens) if isinstance(tokens, (str, Path)) else data._fingerprint,
         "cells": hashlib.sha256(np.asarray(chosen, dtype=np.int64).tobytes()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -446,8 +442,6 @@ def _check_gene_shift_size(data: Dataset, chosen: np.ndarray, wanted, config: Pe
     """Refuse a gene-shift table too large to write: (cells x perturbations per cell x genes per cell) rows."""
     if not config.gene_shifts:
         return
-    from .._datasets import example_lengths
-
     lengths = example_lengths(data)[chosen].astype(np.float64)
     per_cell = lengths if wanted is None else np.full(len(chosen), 1 if config.together else len(wanted))
     rows = float((per_cell * lengths).sum())
