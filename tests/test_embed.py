@@ -1,3 +1,8 @@
+import os
+import socket
+import subprocess
+import sys
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -5,7 +10,7 @@ import torch
 from datasets import load_from_disk
 from transformers import BertModel
 
-from stformer import embed, write_embeddings
+from stformer import embed, read_embeddings, write_embeddings
 from stformer.cli import main
 
 
@@ -46,14 +51,50 @@ def test_bf16_embeddings_point_where_fp32_ones_do(pretrained, token_dataset):
 def test_write_embeddings_into_anndata_copy(pretrained, token_dataset, tmp_path):
     source = token_dataset.parent / "cells.h5ad"
     result = embed(pretrained, token_dataset, progress=False)
-    write_embeddings(result, tmp_path / "emb.npz", h5ad=source, h5ad_out=tmp_path / "with.h5ad")
-    adata = ad.read_h5ad(tmp_path / "with.h5ad")
+    write_embeddings(result, tmp_path / "emb", h5ad=source, h5ad_out=tmp_path / "with.h5ad")
+    adata, original = ad.read_h5ad(tmp_path / "with.h5ad"), ad.read_h5ad(source)
     assert adata.obsm["X_stformer"].shape == (adata.n_obs, 32)
     row = list(adata.obs_names).index(load_from_disk(str(token_dataset))["obs_name"][5])
     np.testing.assert_allclose(adata.obsm["X_stformer"][row], result["cells"][5])
-    assert "X_stformer" not in ad.read_h5ad(source).obsm  # the input is left as it was
-    saved = np.load(tmp_path / "emb.npz")
-    np.testing.assert_array_equal(saved["cells"], result["cells"])
+    assert (adata.X != original.X).nnz == 0 and adata.obs.equals(original.obs)  # the rest of the file as it was
+    assert "X_stformer" not in original.obsm  # the input is left as it was
+    saved = np.load(tmp_path / "emb" / "cells.npy")
+    np.testing.assert_array_equal(saved, result["cells"])
+
+
+def test_embeddings_written_to_a_folder_equal_those_in_memory(pretrained, token_dataset, tmp_path):
+    in_memory = embed(pretrained, token_dataset, genes=True, bf16=False, progress=False)
+    on_disk = embed(pretrained, token_dataset, genes=True, bf16=False, out=tmp_path / "emb", progress=False)
+    assert isinstance(on_disk["cells"], np.memmap)
+    for name in ("cells", "cell_ids", "gene_tokens", "genes"):
+        np.testing.assert_array_equal(on_disk[name], in_memory[name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]  # no partial folder left
+    with pytest.raises(FileExistsError, match="emb already exists"):
+        embed(pretrained, token_dataset, out=tmp_path / "emb", progress=False)
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_batches_and_write_one_result(pretrained, token_dataset, tmp_path):
+    args = ["embed", str(token_dataset), "--model", str(pretrained), "--genes", "--bf16", "false", "--batch-size", "16"]
+    assert main([*args, "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    proc = subprocess.run(
+        [*launcher, "-m", "stformer.cli", *args, "--out", str(tmp_path / "two"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = read_embeddings(tmp_path / "one"), read_embeddings(tmp_path / "two")
+    assert sorted(one) == sorted(two) == ["cell_ids", "cells", "gene_tokens", "genes"]
+    for name in ("cell_ids", "gene_tokens"):
+        np.testing.assert_array_equal(two[name], one[name])
+    for name in ("cells", "genes"):  # each cell in a batch of its own rank: batch-invariant up to rounding
+        np.testing.assert_allclose(two[name], one[name], atol=1e-5)
 
 
 def test_embed_cli(pretrained, token_dataset, tmp_path):
@@ -65,14 +106,14 @@ def test_embed_cli(pretrained, token_dataset, tmp_path):
                 "--model",
                 str(pretrained),
                 "--out",
-                str(tmp_path / "e.npz"),
+                str(tmp_path / "e"),
                 "--genes",
                 "--quiet",
             ]
         )
         == 0
     )
-    assert set(np.load(tmp_path / "e.npz").files) == {"cells", "cell_ids", "gene_tokens", "genes"}
+    assert {f.name for f in (tmp_path / "e").iterdir()} == {"cells.npy", "cell_ids.npy", "gene_tokens.npy", "genes.npy"}
 
 
 def test_two_files_sharing_barcodes_keep_their_own_embeddings(pretrained, tmp_path):
@@ -92,10 +133,10 @@ def test_two_files_sharing_barcodes_keep_their_own_embeddings(pretrained, tmp_pa
     assert len(set(data["cell_id"])) == len(data) == 60 and data["cell_id"][30] == "b:cell0"
     assert data["obs_name"][:3] == data["obs_name"][30:33] == ["cell0", "cell1", "cell2"]
     result = embed(pretrained, tmp_path / "tokens", progress=False)
-    write_embeddings(result, tmp_path / "e.npz", h5ad=tmp_path / "b.h5ad")
+    write_embeddings(result, tmp_path / "e", h5ad=tmp_path / "b.h5ad")
     adata = ad.read_h5ad(tmp_path / "b_stformer.h5ad")
     np.testing.assert_array_equal(adata.obsm["X_stformer"], result["cells"][30:])
     assert not np.allclose(adata.obsm["X_stformer"][0], result["cells"][0])  # not file a's cell0
     ad.AnnData(adata.X, obs=adata.obs).write_h5ad(tmp_path / "renamed.h5ad")
     with pytest.raises(ValueError, match="renamed.h5ad: none of its cells are in the embeddings.*'a', 'b'"):
-        write_embeddings(result, tmp_path / "e2.npz", h5ad=tmp_path / "renamed.h5ad")
+        write_embeddings(result, None, h5ad=tmp_path / "renamed.h5ad")

@@ -214,7 +214,7 @@ def test_stformer_run_starts_from_a_foreign_checkpoint_and_geneformer_dictionari
     adopted = BertForMaskedLM.from_pretrained(str(out / "pretrain" / "pretrain" / "model"))
     for name, value in model.state_dict().items():
         torch.testing.assert_close(adopted.state_dict()[name], value)
-    assert (out / "report" / "summary.md").exists() and (out / "cell_embeddings.npz").exists()
+    assert (out / "report" / "summary.md").exists() and (out / "embeddings" / "cells.npy").exists()
 
 
 def _v2_dictionary() -> dict[str, int]:

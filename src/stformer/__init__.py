@@ -18,6 +18,7 @@ _EXPORTS = {
     "GenericClassifier": ".classify",
     "downsample_and_shuffle": ".classify",
     "embed": ".embedding",
+    "read_embeddings": ".embedding",
     "write_embeddings": ".embedding",
     "flatten_list": ".classify",
     "label_classes": ".classify",

@@ -39,3 +39,13 @@ def barrier(device: torch.device) -> None:
     if not distributed.is_initialized():
         distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     distributed.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The sum of ``tensor`` (on the CPU) over every rank, back on the CPU; itself in a plain process."""
+    if ranks()[1] == 1:
+        return tensor
+    barrier(device)  # starts the process group
+    summed = tensor.to(device)
+    torch.distributed.all_reduce(summed)
+    return summed.cpu()

@@ -109,11 +109,15 @@ def _classify(args: argparse.Namespace) -> None:
 
 
 def _embed(args: argparse.Namespace) -> None:
+    from ._distributed import ranks
     from .embedding import embed, write_embeddings
 
-    result = embed(args.model, args.data, config_from_cli(EmbedConfig, args, args.config), progress=not args.quiet)
-    write_embeddings(result, args.out, h5ad=args.h5ad, h5ad_out=args.h5ad_out, overwrite=args.overwrite)
-    print(f"wrote embeddings of {len(result['cells'])} cells to {args.out}")
+    config = config_from_cli(EmbedConfig, args, args.config)
+    result = embed(args.model, args.data, config, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
+    if args.h5ad is not None and ranks()[0] == 0:
+        write_embeddings(result, None, h5ad=args.h5ad, h5ad_out=args.h5ad_out, overwrite=args.overwrite)
+    if ranks()[0] == 0:
+        print(f"wrote embeddings of {len(result['cells'])} cells to {args.out}")
 
 
 def _perturb(args: argparse.Namespace) -> None:
@@ -207,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "embed", "cell (and gene) embeddings from a saved model", _embed, EmbedConfig)
     p.add_argument("data", type=Path, help="token dataset")
     p.add_argument("--model", required=True, type=Path, help="pretrained or fine-tuned model folder")
-    p.add_argument("--out", required=True, type=Path, help="output .npz (cells, cell_ids[, genes])")
+    p.add_argument("--out", required=True, type=Path, help="output folder: cells.npy, cell_ids.npy[, genes.npy]")
     p.add_argument("--h5ad", type=Path, help="one of the tokenized files, copied with obsm['X_stformer']")
     p.add_argument("--h5ad-out", type=Path, help="where to write that copy (default: *_stformer.h5ad)")
     _add_output_flags(p)

@@ -45,7 +45,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         "classify": out / "classify",
         "labeled": out / "classify" / "cells_labeled.dataset",
         "eval": out / "classify" / "eval.dataset",
-        "embed": out / "cell_embeddings.npz",
+        "embed": out / "embeddings",
         "perturb": out / "perturb",
         "report": out / "report" / "summary.md",
     }
@@ -188,10 +188,9 @@ def _classify(config: RunConfig, paths: dict) -> None:
 
 
 def _embed(config: RunConfig, paths: dict, progress: bool) -> None:
-    from .embedding import embed, write_embeddings
+    from .embedding import embed
 
-    result = embed(paths["pretrain"], paths["tokenize"], config.embed, progress=progress)
-    write_embeddings(result, paths["embed"], overwrite=True)
+    embed(paths["pretrain"], paths["tokenize"], config.embed, out=paths["embed"], overwrite=True, progress=progress)
 
 
 def _perturb(config: RunConfig, paths: dict, progress: bool) -> None:

@@ -19,6 +19,7 @@ from ._constants import CELL_ID, LABEL, STAGES
 from ._errors import InputKeyError
 from ._figures import new_figure, save_figure
 from ._files import safe_load_pickle, write_json
+from .embedding import read_embeddings
 from .tokenize import read_coordinates, read_expression, read_neighbor_expression
 from .vocab import load_token_dictionary
 
@@ -27,6 +28,7 @@ PACKAGES = ("stformer", "torch", "transformers", "datasets", "anndata", "numpy",
 
 BASELINE_MAX_TRAIN = 50_000  # training cells of the logistic-regression baseline (stratified subsample)
 BASELINE_CHUNK = 50_000  # held-out cells read and predicted at once
+MAP_MAX_CELLS = 50_000  # cells drawn in the embedding map (stratified subsample)
 
 
 def stratified_subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -280,10 +282,12 @@ def write_report(config, out: Path, paths: dict) -> Path:
         overwrite=True,
     )
     shutil.copy(paths["classify"] / "eval_confusion_matrix.png", report / "confusion_matrix.png")
-    embeddings = np.load(paths["embed"])
-    tokens = load_from_disk(str(paths["tokenize"]))
-    method = _embedding_plot(
-        embeddings["cells"], np.asarray(tokens[config.label_column]).astype(str), report / "umap.png"
+    embedded = read_embeddings(paths["embed"])["cells"]  # (all cells, hidden), memory-mapped
+    cell_labels = np.asarray(load_from_disk(str(paths["tokenize"]))[config.label_column]).astype(str)
+    drawn = stratified_subsample(cell_labels, MAP_MAX_CELLS)
+    method = _embedding_plot(np.asarray(embedded[drawn]), cell_labels[drawn], report / "umap.png")
+    drawn_note = (
+        f"; {len(drawn):,} of the {len(cell_labels):,} cells, stratified" if len(drawn) < len(cell_labels) else ""
     )
     _curves(out, report / "training_curves.png")
     stamps = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / ".stages").glob("*.json")}
@@ -305,7 +309,8 @@ def write_report(config, out: Path, paths: dict) -> Path:
         f"{baseline['accuracy']:.3f} |",
         *spatial_lines,
         "",
-        f"Plots: `confusion_matrix.png`, `umap.png` ({method} of the cell embeddings), `training_curves.png`.",
+        f"Plots: `confusion_matrix.png`, `umap.png` ({method} of the cell embeddings{drawn_note}), "
+        "`training_curves.png`.",
         "",
         *_perturbation_lines(config.perturb, paths["perturb"], report),
         "| stage | seconds (last run) |",

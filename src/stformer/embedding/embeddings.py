@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset, load_from_disk
+from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
 from .._cells import cell_ids
 from .._config import build_config
 from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
 from .._datasets import example_lengths, pad_right
-from .._distributed import device_for
+from .._distributed import all_reduce_sum, barrier, device_for, ranks
 from .._errors import InputError
 from .._files import atomic_path
 from .._hardware import bf16_is_fast
@@ -29,6 +32,8 @@ def embed(
     dataset: str | Path | Dataset,
     config: EmbedConfig | None = None,
     *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
     progress: bool = True,
     **options,
 ) -> dict[str, np.ndarray]:
@@ -43,11 +48,15 @@ def embed(
     state averaged over every cell that expresses it.
 
     Returns ``{"cells": (n_cells, hidden), "cell_ids": (n_cells,)}`` and, with genes,
-    ``{"gene_tokens": (n_genes,), "genes": (n_genes, hidden)}`` (float32).
+    ``{"gene_tokens": (n_genes,), "genes": (n_genes, hidden)}`` (float32). With ``out`` (a
+    folder) the arrays are written there as ``.npy`` files as they are computed (the cells' one
+    row by row, so memory does not grow with the cells; the folder appears when complete) and
+    returned memory-mapped. Under ``torchrun`` / ``accelerate launch`` (``out`` needed) the ranks
+    share the batches and write one result in dataset order.
 
     Options are an :class:`EmbedConfig` or its fields by keyword (``layer``, ``batch_size``, ``genes``).
 
-    >>> out = embed("runs/pbmc/model", "pbmc_tokens")  # doctest: +SKIP
+    >>> out = embed("runs/pbmc/model", "pbmc_tokens", out="embeddings")  # doctest: +SKIP
     >>> out["cells"].shape  # doctest: +SKIP
     (700, 256)
     """
@@ -56,6 +65,13 @@ def embed(
         raise TypeError(msg)
     config = config or build_config(EmbedConfig, options)
     layer, batch_size, genes = config.layer, config.batch_size, config.genes
+    rank, world, _ = ranks()
+    if out is not None and Path(out).exists() and not overwrite:
+        msg = f"{out} already exists; choose another output folder or pass overwrite=True (--overwrite)"
+        raise FileExistsError(msg)
+    if out is None and world > 1:
+        msg = "under torchrun / accelerate launch, give embed an output folder (out=, --out) that the ranks share"
+        raise InputError(msg)
     data = load_from_disk(str(dataset)) if isinstance(dataset, (str, Path)) else dataset
     if INPUT_IDS not in data.column_names or len(data) == 0:
         msg = f"{dataset}: expected a non-empty token dataset with an {INPUT_IDS!r} column"
@@ -81,16 +97,25 @@ def embed(
         raise InputError(msg)
     special = torch.tensor(special_token_ids(folder.vocab))
     order = np.argsort(-example_lengths(data), kind="stable")  # similar lengths together: little padding
-    cells = np.zeros((len(data), hidden_size), dtype=np.float32)
+    work = None if out is None else Path(out).with_name(f".{Path(out).name}.partial")
+    if work is None:
+        cells = np.zeros((len(data), hidden_size), dtype=np.float32)
+    else:
+        if rank == 0:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            open_memmap(work / "cells.npy", mode="w+", dtype=np.float32, shape=(len(data), hidden_size)).flush()
+        barrier(device)
+        cells = np.load(work / "cells.npy", mmap_mode="r+")  # (n_cells, hidden) on disk; each rank its rows
     gene_sum = torch.zeros(vocab_size, hidden_size, dtype=torch.float64) if genes else None
     gene_count = torch.zeros(vocab_size, dtype=torch.float64) if genes else None
-    batches = range(0, len(data), batch_size)
-    for start in tqdm(batches, desc="embed", unit="batch", disable=not progress):
+    batches = range(rank * batch_size, len(data), world * batch_size)  # this rank's share
+    for start in tqdm(batches, desc="embed", unit="batch", disable=not progress or rank != 0):
         rows = order[start : start + batch_size]
         ids, mask = pad_right(data.select(rows)[INPUT_IDS], folder.vocab[PAD_TOKEN])  # (batch, width)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-        hidden = out.hidden_states[layer].float().cpu()  # (batch, width, hidden)
+            states = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+        hidden = states.hidden_states[layer].float().cpu()  # (batch, width, hidden)
         real = mask.bool() & ~torch.isin(ids, special)  # (batch, seq): genes, not <pad>/<cls>/<eos>
         weights = real.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
         pooled = hidden[:, 0] if config.pooling == "cls" else (hidden * weights).sum(1) / weights.sum(1)
@@ -98,48 +123,81 @@ def embed(
         if genes:
             gene_sum.index_add_(0, ids[real], hidden[real].double())
             gene_count.index_add_(0, ids[real], torch.ones(int(real.sum()), dtype=torch.float64))
-    result = {"cells": cells, "cell_ids": np.asarray(data[CELL_ID] if CELL_ID in data.column_names else [])}
+    result = {"cells": cells, "cell_ids": np.asarray(data[CELL_ID] if CELL_ID in data.column_names else [], dtype=str)}
     if genes:
+        if world > 1:
+            gene_sum, gene_count = all_reduce_sum(gene_sum, device), all_reduce_sum(gene_count, device)
         seen = torch.nonzero(gene_count).squeeze(1)
         result["gene_tokens"] = seen.numpy()
         result["genes"] = (gene_sum[seen] / gene_count[seen].unsqueeze(1)).float().numpy()
-    return result
+    if work is None:
+        return result
+    cells.flush()
+    barrier(device)
+    if rank == 0:
+        for name, values in result.items():
+            if name != "cells":
+                np.save(work / f"{name}.npy", values)
+        with atomic_path(out, overwrite=True) as target:
+            os.replace(work, target)
+    barrier(device)
+    return read_embeddings(out)
+
+
+def read_embeddings(folder: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an embeddings folder (``cells.npy``, ``cell_ids.npy``, ...), memory-mapped."""
+    files = sorted(Path(folder).glob("*.npy"))
+    if not any(f.name == "cells.npy" for f in files):
+        msg = f"{folder}: not an embeddings folder (no cells.npy); write one with stformer embed --out"
+        raise InputError(msg)
+    return {f.stem: np.load(f, mmap_mode="r") for f in files}
 
 
 def write_embeddings(
     embeddings: dict[str, np.ndarray],
-    out: str | Path,
+    out: str | Path | None,
     *,
     h5ad: str | Path | None = None,
     h5ad_out: str | Path | None = None,
     key: str = "X_stformer",
     overwrite: bool = False,
 ) -> None:
-    """Save embeddings as ``.npz``; optionally copy ``h5ad`` with them in ``obsm[key]``.
+    """Save embeddings as a folder of ``.npy`` files (see :func:`embed`); optionally copy ``h5ad`` with them.
 
-    Cells are matched by their unique id (``"<file stem>:<obs name>"``, see
-    :func:`stformer._cells.cell_ids`), so ``h5ad`` must be one of the tokenized files (under its
-    own name); cells the tokenizer dropped (nothing expressed) get NaN rows.
+    ``out`` None writes no folder (for results that :func:`embed` already wrote). The copy of
+    ``h5ad`` (default ``*_stformer.h5ad`` beside it) gets the cells' rows in ``obsm[key]``; the
+    file is copied as it is and only that array added, so its matrix is never loaded. Cells are
+    matched by their unique id (``"<file stem>:<obs name>"``, see :func:`stformer._cells.cell_ids`),
+    so ``h5ad`` must be one of the tokenized files (under its own name); cells the tokenizer
+    dropped (nothing expressed) get NaN rows.
     """
-    with atomic_path(out, overwrite=overwrite) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **embeddings)
+    if out is not None:
+        with atomic_path(out, overwrite=overwrite) as tmp:
+            tmp.mkdir()
+            for name, values in embeddings.items():
+                np.save(tmp / f"{name}.npy", values)
     if h5ad is None:
         return
     import anndata as ad
+    import h5py
+    from anndata.io import write_elem
 
-    adata = ad.read_h5ad(h5ad)
-    rows = pd.Index(embeddings["cell_ids"].astype(str)).get_indexer(cell_ids(h5ad, adata.obs_names))  # -1: absent
+    names = ad.read_h5ad(h5ad, backed="r").obs_names  # obs only; the matrix stays on disk
+    rows = pd.Index(np.asarray(embeddings["cell_ids"]).astype(str)).get_indexer(cell_ids(h5ad, names))  # -1: absent
     if (rows < 0).all():
-        files = sorted({c.rsplit(":", 1)[0] for c in embeddings["cell_ids"].astype(str)})
+        files = sorted({c.rsplit(":", 1)[0] for c in np.asarray(embeddings["cell_ids"]).astype(str)})
         msg = (
             f"{h5ad}: none of its cells are in the embeddings, which hold cells of the files {files[:5]}; "
             "give one of the tokenized files, under its own name"
         )
         raise InputError(msg)
-    matrix = np.full((adata.n_obs, embeddings["cells"].shape[1]), np.nan, dtype=np.float32)
+    matrix = np.full((len(names), embeddings["cells"].shape[1]), np.nan, dtype=np.float32)  # (file cells, hidden)
     matrix[rows >= 0] = embeddings["cells"][rows[rows >= 0]]
-    adata.obsm[key] = matrix
     target = h5ad_out or Path(h5ad).with_name(Path(h5ad).stem + "_stformer.h5ad")
     with atomic_path(target, overwrite=overwrite) as tmp:
-        adata.write_h5ad(tmp)
+        shutil.copyfile(h5ad, tmp)
+        with h5py.File(tmp, "a") as f:
+            obsm = f.require_group("obsm")
+            if key in obsm:
+                del obsm[key]
+            write_elem(obsm, key, matrix)
