@@ -1,5 +1,9 @@
 import json
+import os
 import pickle
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -221,6 +225,30 @@ def test_classify_cli(pretrained, cells, tmp_path, capsys):
         == 0
     )
     assert len(json.loads((tmp_path / "pred" / "predictions.json").read_text())) == 24
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_predictions_and_write_them_in_dataset_order(pretrained, cells, tmp_path):
+    clf = GenericClassifier("cell_type", training_args={**FAST, "num_train_epochs": 1})
+    data_path, _ = clf.prepare_data(str(cells), str(tmp_path), "p")
+    clf.train(str(pretrained), data_path, str(tmp_path / "run"))
+    args = ["classify", "predict", "--model", str(tmp_path / "run" / "model"), "--data", str(cells)]
+    args += ["--forward-batch-size", "5"]  # 160 cells: uneven batches over the two ranks
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    proc = subprocess.run(
+        [*launcher, "-m", "stformer.cli", *args, "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "predictions.json").read_text())
+    assert two == predict_from_checkpoint(str(tmp_path / "run" / "model"), str(cells), batch_size=5)
+    assert len(two) == len(load_from_disk(str(cells)))
 
 
 def test_mean_pooled_cells_are_standardized_over_the_batch_then_by_running_statistics(pretrained):

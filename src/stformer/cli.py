@@ -103,9 +103,10 @@ def _classify(args: argparse.Namespace) -> None:
             str(args.model), str(args.data), config.classifier_type, batch_size=config.forward_batch_size
         )
         path = Path(args.out) / "predictions.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(predicted, path, overwrite=args.overwrite)
-        print(f"wrote {len(predicted)} predictions to {path}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank holds them all, in dataset order
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(predicted, path, overwrite=args.overwrite)
+            print(f"wrote {len(predicted)} predictions to {path}")
 
 
 def _embed(args: argparse.Namespace) -> None:

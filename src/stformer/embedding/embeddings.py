@@ -16,13 +16,13 @@ from tqdm.auto import tqdm
 from .._cells import cell_ids
 from .._config import build_config
 from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
-from .._datasets import example_lengths, pad_right
-from .._distributed import all_reduce_sum, barrier, device_for, ranks
+from .._datasets import example_lengths
+from .._distributed import all_reduce_sum, barrier, ranks
 from .._errors import InputError
 from .._files import atomic_path
 from .._hardware import bf16_is_fast
-from .._kernels import use_fast_kernels
-from ..checkpoints import fit_to_model, load_encoder, open_model_folder
+from .._inference import encoder_on, hidden_states
+from ..checkpoints import fit_to_model, open_model_folder
 from ..settings import EmbedConfig
 from ..vocab import special_token_ids
 
@@ -81,9 +81,8 @@ def embed(
     )
     data = fit_to_model(data, folder, source=str(dataset) if isinstance(dataset, (str, Path)) else "the token dataset")
     model_config = folder.config
-    device = device_for(config.device)
+    model, device = encoder_on(folder, config.device)
     bf16 = bf16_is_fast(device.type) if config.bf16 is None else config.bf16
-    model = use_fast_kernels(load_encoder(folder).to(device))
     n_layers, hidden_size, vocab_size = (
         model_config.num_hidden_layers,
         model_config.hidden_size,
@@ -112,10 +111,7 @@ def embed(
     batches = range(rank * batch_size, len(data), world * batch_size)  # this rank's share
     for start in tqdm(batches, desc="embed", unit="batch", disable=not progress or rank != 0):
         rows = order[start : start + batch_size]
-        ids, mask = pad_right(data.select(rows)[INPUT_IDS], folder.vocab[PAD_TOKEN])  # (batch, width)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            states = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-        hidden = states.hidden_states[layer].float().cpu()  # (batch, width, hidden)
+        hidden, ids, mask = hidden_states(model, data.select(rows)[INPUT_IDS], layer, folder.vocab[PAD_TOKEN], bf16)
         real = mask.bool() & ~torch.isin(ids, special)  # (batch, seq): genes, not <pad>/<cls>/<eos>
         weights = real.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
         pooled = hidden[:, 0] if config.pooling == "cls" else (hidden * weights).sum(1) / weights.sum(1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._datasets import pad_right
+from .._inference import hidden_states
 from .edits import perturb_sequence
 
 
@@ -21,7 +21,7 @@ class Perturbation:
 
 
 def _encode(
-    model, sequences: Sequence[np.ndarray], layer: int, pad_id: int, device, bf16: bool, frame=None
+    model, sequences: Sequence[np.ndarray], layer: int, pad_id: int, bf16: bool, frame=None
 ) -> list[torch.Tensor]:
     """Hidden states of ``layer`` for each sequence's genes, (length, hidden) float64 on the CPU, in input order.
 
@@ -31,10 +31,7 @@ def _encode(
     """
     if frame is not None:
         sequences = [np.concatenate([[frame[0]], seq, [frame[1]]]) for seq in sequences]
-    ids, mask = pad_right(sequences, pad_id)  # (batch, width): cut to the longest sequence
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
-    states = hidden.hidden_states[layer].cpu().double()  # (batch, width, hidden)
+    states = hidden_states(model, sequences, layer, pad_id, bf16)[0].double()  # (batch, width, hidden)
     inner = 1 if frame is not None else 0
     return [states[row, inner : len(seq) - inner] for row, seq in enumerate(sequences)]
 
@@ -102,7 +99,6 @@ def perturbation_shifts(
     (tokens (k,), cosine similarities (k,)) or None. ``cells`` hold genes only; with ``frame``
     (V2 models) every sequence is read between ``<cls>`` and ``<eos>``.
     """
-    device = next(model.parameters()).device
     goals = {name: torch.as_tensor(vector, dtype=torch.float64) for name, vector in (goals or {}).items()}
     m = len(perturbations)
     result = {"cosine_similarity": np.full(m, np.nan), "applied": np.zeros(m, dtype=bool)}
@@ -116,9 +112,7 @@ def perturbation_shifts(
     cell_ids = sorted(by_cell, key=lambda c: -len(cells[c]))
     for part in _batches([len(cells[c]) for c in cell_ids], batch_size):
         chunk = cell_ids[part]
-        originals = dict(
-            zip(chunk, _encode(model, [cells[c] for c in chunk], layer, pad_id, device, bf16, frame), strict=True)
-        )
+        originals = dict(zip(chunk, _encode(model, [cells[c] for c in chunk], layer, pad_id, bf16, frame), strict=True))
         jobs = []
         for c in chunk:
             for index in by_cell[c]:
@@ -128,7 +122,7 @@ def perturbation_shifts(
         jobs.sort(key=lambda job: -len(job[2]))
         for part in _batches([len(job[2]) for job in jobs], batch_size):
             batch = jobs[part]
-            states = _encode(model, [edited for _, _, edited in batch], layer, pad_id, device, bf16, frame)
+            states = _encode(model, [edited for _, _, edited in batch], layer, pad_id, bf16, frame)
             for (index, c, edited), perturbed_states in zip(batch, states, strict=True):
                 original, perturbed_genes = cells[c], np.asarray(perturbations[index].genes)
                 shared = edited[np.isin(edited, original) & ~np.isin(edited, perturbed_genes)]  # (k,) tokens
@@ -165,11 +159,10 @@ def cell_embeddings(
     frame: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """(n_cells, hidden) mean of ``layer``'s hidden states over each cell's genes, in the perturbations' precision."""
-    device = next(model.parameters()).device
     order = np.argsort([-len(c) for c in cells], kind="stable")  # similar lengths share a pass
     out = np.zeros((len(cells), model.config.hidden_size))
     for part in _batches([len(cells[r]) for r in order], batch_size):
         rows = order[part]
-        states = _encode(model, [cells[r] for r in rows], layer, pad_id, device, bf16, frame)
+        states = _encode(model, [cells[r] for r in rows], layer, pad_id, bf16, frame)
         out[rows] = torch.stack([s.mean(0) for s in states]).numpy()
     return out

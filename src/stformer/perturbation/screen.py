@@ -18,12 +18,13 @@ from tqdm.auto import tqdm
 from .._config import build_config
 from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
 from .._datasets import example_lengths
-from .._distributed import barrier, device_for, ranks
+from .._distributed import barrier, ranks
 from .._errors import InputError
 from .._figures import new_figure, save_figure
 from .._files import atomic_path, file_identity, load_mapping_file
 from .._hardware import bf16_is_fast
-from ..checkpoints import fit_to_model, load_encoder, open_model_folder
+from .._inference import encoder_on
+from ..checkpoints import fit_to_model, open_model_folder
 from ..classify.data import matching_rows
 from ..settings import PerturbConfig
 from ..vocab import cell_frame, special_token_ids
@@ -83,7 +84,7 @@ def perturb(
     folder = open_model_folder(model_dir, config.token_dictionary, tokens=tokens if on_disk else None)
     data, vocab = fit_to_model(data, folder, source=str(tokens) if on_disk else "the token dataset"), folder.vocab
     rank, world, _ = ranks()
-    model, device = _model(folder, config.device)
+    model, device = encoder_on(folder, config.device)
     bf16 = bf16_is_fast(device.type)
     special = np.asarray(special_token_ids(vocab))
     frame = cell_frame(vocab) if len(data) and data[0][INPUT_IDS][0] == vocab.get(CLS_TOKEN) else None
@@ -361,13 +362,6 @@ def _prepare_work_folder(work: Path, fingerprint: str) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
-
-
-def _model(folder, device_option: str):
-    from .._kernels import use_fast_kernels
-
-    device = device_for(device_option)
-    return use_fast_kernels(load_encoder(folder).to(device)), device
 
 
 def _chosen_cells(data: Dataset, config: PerturbConfig) -> np.ndarray:
