@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset, load_from_disk
-from transformers import BertConfig, TrainingArguments
+from transformers import BertConfig, BertModel, TrainingArguments
 
 from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
 from stformer._warnings import StformerWarning
@@ -476,3 +476,17 @@ def test_train_and_evaluate_keep_existing_outputs(pretrained, cells, tmp_path, c
     assert "clf.json: unknown option 'clas_weights' for ClassifyConfig; did you mean 'class_weights'?" in (
         capsys.readouterr().err
     )
+
+
+def test_cell_statistics_come_from_the_first_batches_holding_max_cells(pretrained):
+    """An atlas's standardization: the (randomly ordered) training batches stop once max_cells cells are in."""
+    torch.manual_seed(0)
+    model = BertForCellClassification.from_pretrained(str(pretrained), num_labels=2).eval()
+    mask = torch.ones(4, 12, dtype=torch.long)
+    batches = [{"input_ids": torch.randint(5, 60, (4, 12)), "attention_mask": mask} for _ in range(3)]
+    model.set_cell_statistics(batches, bf16=False, max_cells=5)  # two batches: 8 cells
+    encoder = BertModel.from_pretrained(str(pretrained), add_pooling_layer=False).eval()
+    with torch.no_grad():  # computed apart: each cell's last hidden states averaged, over the first 8 cells
+        pooled = torch.cat([encoder(input_ids=b["input_ids"]).last_hidden_state.mean(1) for b in batches[:2]]).double()
+    torch.testing.assert_close(model.cell_norm.running_mean, pooled.mean(0).float(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.cell_norm.running_var, pooled.var(0).float(), atol=1e-5, rtol=1e-4)

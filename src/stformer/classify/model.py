@@ -12,6 +12,8 @@ from .._constants import INPUT_IDS
 from .._errors import InputError
 from ..settings import POOLINGS
 
+STATISTICS_MAX_CELLS = 50_000  # training cells (per process) whose pooled vectors set the standardization
+
 
 class BertForCellClassification(BertForSequenceClassification):
     """``BertForSequenceClassification`` whose cell representation is set by ``config.cell_pooling``.
@@ -91,7 +93,9 @@ class BertForCellClassification(BertForSequenceClassification):
         return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float()  # (batch, hidden)
 
     @torch.no_grad()
-    def set_cell_statistics(self, batches: Iterable[dict], *, bf16: bool) -> None:
+    def set_cell_statistics(
+        self, batches: Iterable[dict], *, bf16: bool, max_cells: int = STATISTICS_MAX_CELLS
+    ) -> None:
         """Set the standardization's running mean and variance to those of the cells in ``batches``.
 
         Computed exactly (float64 sums) under the current weights, without gene dropout and in
@@ -99,7 +103,9 @@ class BertForCellClassification(BertForSequenceClassification):
         distributed run. Called after training on the training cells, so that a prediction
         standardizes a cell as the final model sees the training data (running averages taken
         during training lag behind the weights: after a few dozen steps they are still near
-        their initial mean 0 and variance 1).
+        their initial mean 0 and variance 1). The batches stop once ``max_cells`` cells are in
+        (per process): the training batches come in random order, so an atlas's statistics come
+        from a random sample of 50,000 cells, a smaller dataset's from every cell.
         """
         if not hasattr(self, "cell_norm"):
             return
@@ -111,6 +117,8 @@ class BertForCellClassification(BertForSequenceClassification):
             for batch in batches:
                 pooled = self.mean_pooled(batch[INPUT_IDS].to(device), batch["attention_mask"].to(device)).double()
                 sums += torch.stack([torch.full_like(pooled[0], len(pooled)), pooled.sum(0), pooled.square().sum(0)])
+                if sums[0, 0] >= max_cells:
+                    break
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(sums)
         n, total, squares = sums
