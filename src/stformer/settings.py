@@ -8,6 +8,7 @@ from it before torch loads).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -92,7 +93,7 @@ class TokenizerConfig(InputOptions):
     spatial_key: str = "spatial"  # obsm key of the coordinates
     connectivities_key: str | None = None  # obsp graph to use instead (e.g. squidpy's "spatial_connectivities")
     chunk_size: int = 256  # cells per work unit: small arrays stay in cache
-    nproc: int = 1  # worker threads (NumPy, h5py and the sort release the GIL)
+    nproc: int | None = None  # worker threads (NumPy, h5py and the sort release the GIL); None: the cores, at most 8
     max_shard_size: int = 500_000_000  # approximate bytes per Arrow shard of the output
 
     def __post_init__(self) -> None:
@@ -106,9 +107,14 @@ class TokenizerConfig(InputOptions):
         if not 0 <= self.min_count_coverage <= 1:
             msg = f"min_count_coverage must lie in [0, 1], got {self.min_count_coverage}"
             raise InputError(msg)
-        if self.chunk_size < 1 or self.nproc < 1:
+        if self.chunk_size < 1 or (self.nproc is not None and self.nproc < 1):
             msg = f"chunk_size and nproc must be >= 1, got {self.chunk_size} and {self.nproc}"
             raise InputError(msg)
+
+    @property
+    def workers(self) -> int:
+        """``nproc`` with its default filled in: the cores this process may use, at most 8."""
+        return self.nproc if self.nproc is not None else min(len(os.sched_getaffinity(0)), 8)
 
     @property
     def length_cap(self) -> int:

@@ -96,6 +96,7 @@ def embed(
         raise InputError(msg)
     special = torch.tensor(special_token_ids(folder.vocab))
     order = np.argsort(-example_lengths(data), kind="stable")  # similar lengths together: little padding
+    tokens = data.select_columns([INPUT_IDS])  # read by row numbers (a select per batch costs O(dataset))
     work = None if out is None else Path(out).with_name(f".{Path(out).name}.partial")
     if work is None:
         cells = np.zeros((len(data), hidden_size), dtype=np.float32)
@@ -111,7 +112,7 @@ def embed(
     batches = range(rank * batch_size, len(data), world * batch_size)  # this rank's share
     for start in tqdm(batches, desc="embed", unit="batch", disable=not progress or rank != 0):
         rows = order[start : start + batch_size]
-        hidden, ids, mask = hidden_states(model, data.select(rows)[INPUT_IDS], layer, folder.vocab[PAD_TOKEN], bf16)
+        hidden, ids, mask = hidden_states(model, tokens[rows][INPUT_IDS], layer, folder.vocab[PAD_TOKEN], bf16)
         real = mask.bool() & ~torch.isin(ids, special)  # (batch, seq): genes, not <pad>/<cls>/<eos>
         weights = real.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
         pooled = hidden[:, 0] if config.pooling == "cls" else (hidden * weights).sum(1) / weights.sum(1)

@@ -136,7 +136,7 @@ def encode_file(plan: FilePlan, config: TokenizerConfig, frame: tuple[int, int] 
         )
         size = config.chunk_size
         chunks = [(s, min(s + size, plan.n_cells)) for s in range(0, plan.n_cells, size)]
-        for result in _ordered_map(lambda c: _encode_chunk(file, *c, config, frame), chunks, config.nproc):
+        for result in _ordered_map(lambda c: _encode_chunk(file, *c, config, frame), chunks, config.workers):
             result.metadata = {name: values[result.rows] for name, values in metadata.items()}
             yield result
 
