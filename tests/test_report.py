@@ -1,3 +1,6 @@
+import os
+import time
+
 import numpy as np
 import scipy.sparse as sp
 from synthetic import make_adata
@@ -5,6 +8,7 @@ from synthetic import make_adata
 from stformer import InputOptions, TokenizerConfig
 from stformer.report import logistic_baseline, stratified_subsample
 from stformer.tokenize import read_coordinates, read_expression, read_neighbor_expression
+from stformer.tokenize.neighbors import spatial_graph
 
 
 def test_stratified_subsample_keeps_class_proportions():
@@ -54,3 +58,25 @@ def test_neighbor_expression_averages_the_cells_within_the_radius_of_the_same_sa
         near[i] = False
         np.testing.assert_allclose(got[row], expression[near].mean(0), rtol=1e-6)
     np.testing.assert_array_equal(read_coordinates([tmp_path / "t.h5ad"], config, ids, "spatial"), coords[[12, 0, 30]])
+
+
+def test_a_rewritten_input_file_is_read_anew(tmp_path):
+    """The per-file index and neighbor graph kept between reads are those of the file as it is now."""
+    path = tmp_path / "s.h5ad"
+    first = make_adata(30, 20, expressed=10, seed=1)
+    first.write_h5ad(path)
+    vocab = {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(first.var_names)}}
+    ids = np.array(["s:cell4", "s:cell9"])
+    config = TokenizerConfig(mode="neighborhood", n_neighbors=2)
+    before = read_neighbor_expression([path], config, vocab, ids).toarray()
+    second = make_adata(30, 20, expressed=10, seed=2)
+    second.obsm["spatial"] = second.obsm["spatial"][::-1].copy()  # other neighbors too
+    second.write_h5ad(path)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))  # a new modification time, however coarse
+    after = read_neighbor_expression([path], config, vocab, ids).toarray()
+    fresh_graph = spatial_graph(second.obsm["spatial"], n_neighbors=2)[[4, 9]]  # (2, cells), computed apart
+    counts = second.X.toarray()
+    normalized = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    expected = (fresh_graph @ normalized) / fresh_graph.sum(1)
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after[:, 2:], np.asarray(expected), rtol=1e-6)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,22 @@ from ._genes import ColumnMap
 from ._sources import find_data_files, open_source
 from .neighbors import neighbor_graph
 from .ranking import scale_rows
+
+_PER_FILE: OrderedDict = OrderedDict()  # (what, file, its mtime, settings) -> value; the last 8
+
+
+def _per_file(what: str, src, settings: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()`` for an open file, kept for the next call on the unchanged file (the report reads in parts).
+
+    A file's cell-id index and neighbor graph cost seconds at a million cells; reading a large
+    held-out set in parts would otherwise rebuild them for every part.
+    """
+    key = (what, str(src.path), Path(src.path).stat().st_mtime_ns, settings)
+    if key not in _PER_FILE:
+        _PER_FILE[key] = compute()
+        if len(_PER_FILE) > 8:
+            _PER_FILE.popitem(last=False)
+    return _PER_FILE[key]
 
 
 def check_input_files(data: Sequence[str | Path], options: InputOptions, columns: Mapping[str, str]) -> None:
@@ -45,7 +63,8 @@ def _gather(data: Sequence[str | Path], options: InputOptions, ids: np.ndarray, 
     parts, where = [], []
     for path in find_data_files(data):
         with open_source(path, layer=options.layer, gene_id_column=options.gene_id_column) as src:
-            rows = pd.Index(cell_ids(path, src.obs_names())).get_indexer(ids)  # (ids,) row in this file or -1
+            index = _per_file("cell ids", src, (), lambda: pd.Index(cell_ids(src.path, src.obs_names())))
+            rows = index.get_indexer(ids)  # (ids,) row in this file or -1
             wanted = np.flatnonzero(rows >= 0)
             if len(wanted) == 0:
                 continue
@@ -97,7 +116,12 @@ def read_neighbor_expression(
     """
 
     def read(src, rows: np.ndarray) -> sp.csr_matrix:
-        graph = neighbor_graph(src, config)[rows]  # (rows, file cells)
+        graph = _per_file(
+            "graph",
+            src,
+            (config.n_neighbors, config.radius, config.sample_column, config.spatial_key, config.connectivities_key),
+            lambda: neighbor_graph(src, config),
+        )[rows]  # (rows, cells)
         members = np.unique(graph.indices)
         local = sp.csr_matrix(
             (graph.data, np.searchsorted(members, graph.indices), graph.indptr), shape=(len(rows), len(members))
