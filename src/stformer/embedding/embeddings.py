@@ -122,8 +122,7 @@ def embed(
             gene_count.index_add_(0, ids[real], torch.ones(int(real.sum()), dtype=torch.float64))
     result = {"cells": cells, "cell_ids": np.asarray(data[CELL_ID] if CELL_ID in data.column_names else [], dtype=str)}
     if genes:
-        if world > 1:
-            gene_sum, gene_count = all_reduce_sum(gene_sum, device), all_reduce_sum(gene_count, device)
+        gene_sum, gene_count = all_reduce_sum(gene_sum, device), all_reduce_sum(gene_count, device)  # over ranks
         seen = torch.nonzero(gene_count).squeeze(1)
         result["gene_tokens"] = seen.numpy()
         result["genes"] = (gene_sum[seen] / gene_count[seen].unsqueeze(1)).float().numpy()
