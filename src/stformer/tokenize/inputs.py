@@ -27,7 +27,7 @@ _PER_FILE: OrderedDict = OrderedDict()  # (what, file, its mtime, settings) -> v
 def _per_file(what: str, src, settings: tuple, compute: Callable[[], Any]) -> Any:
     """``compute()`` for an open file, kept for the next call on the unchanged file (the report reads in parts).
 
-    A file's cell-id index and neighbor graph cost seconds at a million cells; reading a large
+    A file's cell-id index, stored totals and neighbor graph cost seconds at a million cells; reading a large
     held-out set in parts would otherwise rebuild them for every part.
     """
     key = (what, str(src.path), Path(src.path).stat().st_mtime_ns, settings)
@@ -88,7 +88,8 @@ def _expression(src, options: InputOptions, vocab: Mapping[str, int], rows: np.n
     gene_ids = gene_ids_of(src, options)
     known = {g: vocab[g] for g in gene_ids if g in vocab}
     columns = ColumnMap.build(gene_ids, known, len(vocab), duplicates=options.duplicate_genes)
-    totals = chunk_totals(stored_totals(src, options), counts, rows)
+    stored = _per_file("totals", src, (options.total_counts_column,), lambda: stored_totals(src, options))
+    totals = chunk_totals(stored, counts, rows)
     scaled = scale_rows(columns.apply(counts)[0], TARGET_SUM / np.maximum(totals, 1))
     scaled.data = np.log1p(scaled.data)
     return scaled
