@@ -1,5 +1,8 @@
 import copy
+import os
 import shutil
+import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -321,3 +324,11 @@ def test_a_batch_padded_past_its_longest_cell_is_cut_and_left_padding_is_not():
         left = right.flip(1)
         model(input_ids=ids, attention_mask=left)
         assert widths == [10]  # not a prefix: the whole width
+
+
+def test_bf16_is_not_fast_when_pytorch_is_capped_at_avx2():
+    """ATEN_CPU_CAPABILITY=avx2 (an AVX2-only CPU, or the benchmarks standing in for one): fp32 on CPU."""
+    code = "from stformer._hardware import bf16_is_fast; print(bf16_is_fast('cpu'))"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
