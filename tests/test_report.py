@@ -7,7 +7,7 @@ from synthetic import make_adata
 
 from stformer import InputOptions, TokenizerConfig
 from stformer.report import logistic_baseline, stratified_subsample
-from stformer.tokenize import read_coordinates, read_expression, read_neighbor_expression
+from stformer.tokenize import forget_input_files, read_coordinates, read_expression, read_neighbor_expression
 from stformer.tokenize.neighbors import spatial_graph
 
 
@@ -80,3 +80,18 @@ def test_a_rewritten_input_file_is_read_anew(tmp_path):
     expected = (fresh_graph @ normalized) / fresh_graph.sum(1)
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after[:, 2:], np.asarray(expected), rtol=1e-6)
+
+
+def test_forget_input_files_drops_the_kept_index_and_graph_and_reads_stay_the_same(tmp_path):
+    import stformer.tokenize.inputs as inputs
+
+    adata = make_adata(30, 20, expressed=10, seed=3)
+    adata.write_h5ad(tmp_path / "s.h5ad")
+    vocab = {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(adata.var_names)}}
+    ids = np.array(["s:cell4", "s:cell9"])
+    config = TokenizerConfig(mode="neighborhood", n_neighbors=2)
+    before = read_neighbor_expression([tmp_path / "s.h5ad"], config, vocab, ids).toarray()
+    assert any(key[1] == str(tmp_path / "s.h5ad") for key in inputs._PER_FILE)
+    forget_input_files()
+    assert not inputs._PER_FILE
+    np.testing.assert_array_equal(read_neighbor_expression([tmp_path / "s.h5ad"], config, vocab, ids).toarray(), before)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 import torch
 
@@ -29,6 +30,14 @@ def example_lengths(dataset) -> np.ndarray:
         for batch in dataset.with_format("arrow").iter(batch_size=10_000)
     ]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
+def string_column(dataset, name: str) -> pd.api.extensions.ExtensionArray:
+    """A string column (n,) backed by the dataset's Arrow memory (selections honoured): no Python strings.
+
+    Indexes like a NumPy array (``ids[rows]``); ``np.asarray`` of a part gives its strings.
+    """
+    return pd.array(dataset.with_format("arrow")[name], dtype="string[pyarrow]")
 
 
 def pad_right(

@@ -12,15 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from datasets import load_from_disk
 
 from ._constants import CELL_ID, LABEL, STAGES
+from ._datasets import string_column
 from ._errors import InputKeyError
 from ._figures import new_figure, save_figure
 from ._files import safe_load_pickle, write_json
 from .embedding import read_embeddings
-from .tokenize import read_coordinates, read_expression, read_neighbor_expression
+from .tokenize import forget_input_files, read_coordinates, read_expression, read_neighbor_expression
 from .vocab import load_token_dictionary
 
 PACKAGES = ("stformer", "torch", "transformers", "datasets", "anndata", "numpy", "scikit-learn")
@@ -65,7 +68,7 @@ def logistic_baseline(
     train_ids, train_labels = train
     chosen = stratified_subsample(np.asarray(train_labels), max_train)
     model = LogisticRegression(max_iter=2000).fit(
-        features(np.asarray(train_ids)[chosen]), np.asarray(train_labels)[chosen]
+        features(np.asarray(train_ids[chosen])), np.asarray(train_labels)[chosen]
     )
     test_ids, test_labels = np.asarray(test[0]), np.asarray(test[1])
     predicted = np.concatenate(
@@ -275,19 +278,20 @@ def write_report(config, out: Path, paths: dict) -> Path:
     metrics = json.loads((paths["classify"] / "eval_metrics.json").read_text())
     evaluation = load_from_disk(str(paths["eval"]))
     labeled = load_from_disk(str(paths["labeled"]))
-    held_out = np.isin(np.asarray(labeled[CELL_ID]), np.asarray(evaluation[CELL_ID]))
-    labels = np.asarray(labeled[LABEL])
+    cells = string_column(labeled, CELL_ID)  # (labeled,) Arrow-backed: a million ids hold no Python strings
+    held_out = cells.isin(string_column(evaluation, CELL_ID))
+    labels = labeled.with_format("arrow")[LABEL].to_numpy()
     vocab = load_token_dictionary(paths["vocab"])
-    cells = np.asarray(labeled[CELL_ID])
-    train, test = (cells[~held_out], labels[~held_out]), (cells[held_out], labels[held_out])
+    train, test = (cells[~held_out], labels[~held_out]), (np.asarray(cells[held_out]), labels[held_out])
     baseline = logistic_baseline(lambda ids: read_expression(config.data, config.input, vocab, ids), train, test)
     split = describe_split(labeled, evaluation, config.label_column, config.classify.split_column)
     predictions = safe_load_pickle(paths["classify"] / "predictions.pkl")
-    order = pd.Index(np.asarray(evaluation[CELL_ID])).get_indexer(test[0])  # eval order -> labeled order
+    order = pd.Index(string_column(evaluation, CELL_ID)).get_indexer(test[0])  # eval order -> labeled order
     predicted = np.asarray(predictions["predictions"])[order]
     spatial_lines, spatial = _spatial_section(
         config, evaluation, report, train, test, vocab, predicted, predictions["id_class_dict"]
     )
+    forget_input_files()  # the input files are read; the embedding map needs the memory
     write_json(
         {
             **metrics,
@@ -301,12 +305,12 @@ def write_report(config, out: Path, paths: dict) -> Path:
     )
     shutil.copy(paths["classify"] / "eval_confusion_matrix.png", report / "confusion_matrix.png")
     embedded = read_embeddings(paths["embed"])["cells"]  # (all cells, hidden), memory-mapped
-    cell_labels = np.asarray(load_from_disk(str(paths["tokenize"]))[config.label_column]).astype(str)
-    drawn = stratified_subsample(cell_labels, MAP_MAX_CELLS)
-    method = _embedding_plot(np.asarray(embedded[drawn]), cell_labels[drawn], report / "umap.png")
-    drawn_note = (
-        f"; {len(drawn):,} of the {len(cell_labels):,} cells, stratified" if len(drawn) < len(cell_labels) else ""
-    )
+    column = load_from_disk(str(paths["tokenize"])).with_format("arrow")[config.label_column]
+    encoded = pc.dictionary_encode(pc.fill_null(column.cast(pa.string()), "None")).combine_chunks()
+    codes, classes = encoded.indices.to_numpy(), np.asarray(encoded.dictionary.to_pylist())  # (cells,), (classes,)
+    drawn = stratified_subsample(codes, MAP_MAX_CELLS)
+    method = _embedding_plot(np.asarray(embedded[drawn]), classes[codes[drawn]], report / "umap.png")
+    drawn_note = f"; {len(drawn):,} of the {len(codes):,} cells, stratified" if len(drawn) < len(codes) else ""
     _curves(out, report / "training_curves.png")
     stamps = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / ".stages").glob("*.json")}
     seconds = {stage: stamps[stage] for stage in STAGES if stage in stamps}
