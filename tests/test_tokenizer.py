@@ -380,3 +380,13 @@ def test_input_files_with_one_name_are_refused(small, tmp_path):
         adata.write_h5ad(tmp_path / folder / "slide.h5ad")
     with pytest.raises(ValueError, match="two input files named 'slide'.*rename one"):
         tokenize_data([tmp_path / "x" / "slide.h5ad", tmp_path / "y" / "slide.h5ad"], tmp_path / "o", medians, vocab)
+
+
+def test_progress_false_prints_no_progress_bar(small, tmp_path, capfd):
+    """``progress=False`` is quiet: not even the bar of the metadata that the writer saves."""
+    _, medians, vocab = small
+    capfd.readouterr()
+    tokenize_data(tmp_path / "a.h5ad", tmp_path / "out", medians, vocab, progress=False)
+    captured = capfd.readouterr()
+    assert len(load_from_disk(str(tmp_path / "out"))) == 40
+    assert "Saving the dataset" not in captured.err + captured.out

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset, Features
 from datasets.fingerprint import generate_random_fingerprint
+from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
 from .._constants import INPUT_IDS, LENGTH, NEIGHBOR_START
 from .._errors import InputError
@@ -78,7 +79,13 @@ class DatasetWriter:
             names.append(name)
         with tempfile.TemporaryDirectory() as tmp:
             empty = Dataset.from_dict({k: [] for k in self.features}, features=self.features)
-            empty.save_to_disk(tmp)
+            shown = not are_progress_bars_disabled()
+            disable_progress_bars()  # no "Saving the dataset (0/0 shards)" bar for the metadata
+            try:
+                empty.save_to_disk(tmp)
+            finally:
+                if shown:
+                    enable_progress_bars()
             state = json.loads((Path(tmp) / "state.json").read_text())
             info = (Path(tmp) / "dataset_info.json").read_text()
         state["_data_files"] = [{"filename": n} for n in names]
