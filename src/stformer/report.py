@@ -275,15 +275,6 @@ def write_report(config, out: Path, paths: dict) -> Path:
     """
     report = out / "report"
     report.mkdir(exist_ok=True)
-    # The embedding map first, while the heap is clean: the input files' reads below leave
-    # freed memory that the allocator keeps (at a million cells, UMAP on top of it passed 2 GB).
-    embedded = read_embeddings(paths["embed"])["cells"]  # (all cells, hidden), memory-mapped
-    column = load_from_disk(str(paths["tokenize"])).with_format("arrow")[config.label_column]
-    encoded = pc.dictionary_encode(pc.fill_null(column.cast(pa.string()), "None")).combine_chunks()
-    codes, classes = encoded.indices.to_numpy(), np.asarray(encoded.dictionary.to_pylist())  # (cells,), (classes,)
-    drawn = stratified_subsample(codes, MAP_MAX_CELLS)
-    method = _embedding_plot(np.asarray(embedded[drawn]), classes[codes[drawn]], report / "umap.png")
-    drawn_note = f"; {len(drawn):,} of the {len(codes):,} cells, stratified" if len(drawn) < len(codes) else ""
     metrics = json.loads((paths["classify"] / "eval_metrics.json").read_text())
     evaluation = load_from_disk(str(paths["eval"]))
     labeled = load_from_disk(str(paths["labeled"]))
@@ -300,7 +291,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
     spatial_lines, spatial = _spatial_section(
         config, evaluation, report, train, test, vocab, predicted, predictions["id_class_dict"]
     )
-    forget_input_files()  # the input files are read
+    forget_input_files()  # the input files are read; the embedding map needs the memory
     write_json(
         {
             **metrics,
@@ -313,6 +304,13 @@ def write_report(config, out: Path, paths: dict) -> Path:
         overwrite=True,
     )
     shutil.copy(paths["classify"] / "eval_confusion_matrix.png", report / "confusion_matrix.png")
+    embedded = read_embeddings(paths["embed"])["cells"]  # (all cells, hidden), memory-mapped
+    column = load_from_disk(str(paths["tokenize"])).with_format("arrow")[config.label_column]
+    encoded = pc.dictionary_encode(pc.fill_null(column.cast(pa.string()), "None")).combine_chunks()
+    codes, classes = encoded.indices.to_numpy(), np.asarray(encoded.dictionary.to_pylist())  # (cells,), (classes,)
+    drawn = stratified_subsample(codes, MAP_MAX_CELLS)
+    method = _embedding_plot(np.asarray(embedded[drawn]), classes[codes[drawn]], report / "umap.png")
+    drawn_note = f"; {len(drawn):,} of the {len(codes):,} cells, stratified" if len(drawn) < len(codes) else ""
     _curves(out, report / "training_curves.png")
     stamps = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / ".stages").glob("*.json")}
     seconds = {stage: stamps[stage] for stage in STAGES if stage in stamps}
