@@ -279,14 +279,15 @@ def write_report(config, out: Path, paths: dict) -> Path:
     evaluation = load_from_disk(str(paths["eval"]))
     labeled = load_from_disk(str(paths["labeled"]))
     cells = string_column(labeled, CELL_ID)  # (labeled,) Arrow-backed: a million ids hold no Python strings
-    held_out = cells.isin(string_column(evaluation, CELL_ID))
+    evaluated = string_column(evaluation, CELL_ID)  # (held out,) in the evaluation's order
+    held_out = cells.isin(evaluated)
     labels = labeled.with_format("arrow")[LABEL].to_numpy()
     vocab = load_token_dictionary(paths["vocab"])
     train, test = (cells[~held_out], labels[~held_out]), (np.asarray(cells[held_out]), labels[held_out])
     baseline = logistic_baseline(lambda ids: read_expression(config.data, config.input, vocab, ids), train, test)
     split = describe_split(labeled, evaluation, config.label_column, config.classify.split_column)
     predictions = safe_load_pickle(paths["classify"] / "predictions.pkl")
-    order = pd.Index(string_column(evaluation, CELL_ID)).get_indexer(test[0])  # eval order -> labeled order
+    order = pd.Index(evaluated).get_indexer(test[0])  # eval order -> labeled order
     predicted = np.asarray(predictions["predictions"])[order]
     spatial_lines, spatial = _spatial_section(
         config, evaluation, report, train, test, vocab, predicted, predictions["id_class_dict"]
