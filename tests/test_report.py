@@ -8,7 +8,7 @@ from synthetic import make_adata
 from stformer import InputOptions, TokenizerConfig
 from stformer.report import logistic_baseline, stratified_subsample
 from stformer.tokenize import forget_input_files, read_coordinates, read_expression, read_neighbor_expression
-from stformer.tokenize.neighbors import spatial_graph
+from stformer.tokenize.neighbors import spatial_neighbors
 
 
 def test_stratified_subsample_keeps_class_proportions():
@@ -70,14 +70,18 @@ def test_a_rewritten_input_file_is_read_anew(tmp_path):
     config = TokenizerConfig(mode="neighborhood", n_neighbors=2)
     before = read_neighbor_expression([path], config, vocab, ids).toarray()
     second = make_adata(30, 20, expressed=10, seed=2)
-    second.obsm["spatial"] = second.obsm["spatial"][::-1].copy()  # other neighbors too
+    second.obsm["spatial"] = np.random.default_rng(2).uniform(0, 6, size=(30, 2))  # other neighbors, no ties
     second.write_h5ad(path)
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))  # a new modification time, however coarse
     after = read_neighbor_expression([path], config, vocab, ids).toarray()
-    fresh_graph = spatial_graph(second.obsm["spatial"], n_neighbors=2)[[4, 9]]  # (2, cells), computed apart
+    coords = second.obsm["spatial"]
+    distances = np.linalg.norm(coords[[4, 9], None] - coords[None], axis=2)  # (2, cells), computed apart
+    fresh_graph = np.zeros_like(distances)
+    for row, nearest in enumerate(np.argsort(distances, axis=1)[:, 1:3]):  # the 2 nearest, self excluded
+        fresh_graph[row, nearest] = 1
     counts = second.X.toarray()
     normalized = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
-    expected = (fresh_graph @ normalized) / fresh_graph.sum(1)
+    expected = (fresh_graph @ normalized) / fresh_graph.sum(1, keepdims=True)
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after[:, 2:], np.asarray(expected), rtol=1e-6)
 
@@ -95,3 +99,28 @@ def test_forget_input_files_drops_the_kept_index_and_graph_and_reads_stay_the_sa
     forget_input_files()
     assert not inputs._PER_FILE
     np.testing.assert_array_equal(read_neighbor_expression([tmp_path / "s.h5ad"], config, vocab, ids).toarray(), before)
+
+
+def _brute_force_neighbors(coords, samples, rows, n_neighbors, radius):
+    """(rows, cells) 0/1: the n_neighbors nearest other cells of the same sample within radius, by distances."""
+    distances = np.linalg.norm(coords[rows, None] - coords[None], axis=2)  # (rows, cells)
+    distances[samples[rows, None] != samples[None]] = np.inf
+    distances[np.arange(len(rows)), rows] = np.inf
+    within = distances <= (np.inf if radius is None else radius)
+    if n_neighbors is not None:
+        within &= distances <= np.sort(distances, axis=1)[:, [n_neighbors - 1]]
+    return (within & np.isfinite(distances)).astype(float)
+
+
+def test_the_neighbors_of_a_few_rows_are_those_of_the_whole_graph_and_of_the_distances():
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(0, 10, size=(300, 2))
+    samples = rng.choice(["a", "b", "c"], size=300).astype("U5")
+    samples[7] = "alone"  # a sample of one cell has no neighbors
+    rows = np.array([7, 250, 3, 99, 3 + 1])
+    for n_neighbors, radius in [(6, None), (6, 1.0), (None, 1.2)]:
+        rows_of = spatial_neighbors(coords, samples, n_neighbors=n_neighbors, radius=radius)
+        expected = _brute_force_neighbors(coords, samples, rows, n_neighbors, radius)
+        np.testing.assert_array_equal(rows_of(rows).toarray(), expected)
+        np.testing.assert_array_equal(rows_of(np.arange(300))[rows].toarray(), expected)
+    assert not rows_of(np.array([7])).nnz

@@ -18,7 +18,7 @@ from ..settings import InputOptions, TokenizerConfig
 from ._common import chunk_totals, gene_ids_of, stored_totals
 from ._genes import ColumnMap
 from ._sources import find_data_files, open_source
-from .neighbors import neighbor_graph
+from .neighbors import file_neighbors
 from .ranking import scale_rows
 
 _PER_FILE: OrderedDict = OrderedDict()  # (what, file, its mtime, settings) -> value; the last 8
@@ -27,7 +27,7 @@ _PER_FILE: OrderedDict = OrderedDict()  # (what, file, its mtime, settings) -> v
 def _per_file(what: str, src, settings: tuple, compute: Callable[[], Any]) -> Any:
     """``compute()`` for an open file, kept for the next call on the unchanged file (the report reads in parts).
 
-    A file's cell-id index, stored totals and neighbor graph cost seconds at a million cells; reading a large
+    A file's cell-id index, stored totals and neighbor trees cost seconds at a million cells; reading a large
     held-out set in parts would otherwise rebuild them for every part.
     """
     key = (what, str(src.path), Path(src.path).stat().st_mtime_ns, settings)
@@ -39,7 +39,7 @@ def _per_file(what: str, src, settings: tuple, compute: Callable[[], Any]) -> An
 
 
 def forget_input_files() -> None:
-    """Drop what the reads keep per file (at a million cells: an id index and a neighbor graph, ~0.2 GB).
+    """Drop what the reads keep per file (at a million cells: an id index and neighbor trees, ~0.15 GB).
 
     Call it when a run of reads is over, as the report does before drawing its embedding map.
     """
@@ -125,12 +125,13 @@ def read_neighbor_expression(
     """
 
     def read(src, rows: np.ndarray) -> sp.csr_matrix:
-        graph = _per_file(
-            "graph",
+        neighbors = _per_file(
+            "neighbors",
             src,
             (config.n_neighbors, config.radius, config.sample_column, config.spatial_key, config.connectivities_key),
-            lambda: neighbor_graph(src, config),
-        )[rows]  # (rows, cells)
+            lambda: file_neighbors(src, config),
+        )
+        graph = neighbors(rows)  # (rows, cells)
         members = np.unique(graph.indices)
         local = sp.csr_matrix(
             (graph.data, np.searchsorted(members, graph.indices), graph.indptr), shape=(len(rows), len(members))
