@@ -104,7 +104,9 @@ def file_neighbors(src, config) -> Neighbors:
     samples = None
     if config.sample_column is not None:
         samples = np.asarray(src.obs_column(config.sample_column)).astype(str)
-    return spatial_neighbors(src.obsm(config.spatial_key), samples, n_neighbors=config.n_neighbors, radius=config.radius)
+    return spatial_neighbors(
+        src.obsm(config.spatial_key), samples, n_neighbors=config.n_neighbors, radius=config.radius
+    )
 
 
 def neighbor_graph(src, config) -> sp.csr_matrix:
