@@ -73,3 +73,18 @@ def test_concat_ragged():
     b = (np.array([7, 8, 9]), np.array([1, 2, 0]))
     tokens, lengths = concat_ragged(a, b)
     assert _ragged_to_lists(tokens, lengths) == [[1, 2, 7], [8, 9], [3]]
+
+
+def test_short_caps_on_long_rows_keep_the_highest_values_and_the_tie_order():
+    """Rows far longer than their cap (a neighborhood's genes): the entries below the cut are dropped unsorted."""
+    rng = np.random.default_rng(1)
+    dense = rng.integers(1, 60, (300, 500)) / 7.0 * (rng.random((300, 500)) < 0.6)  # many equal values
+    dense[:5] *= 1e-30  # tiny values share few buckets
+    dense[5:10] *= 1e30
+    caps = rng.integers(0, 40, 300)
+    tokens, lengths = rank_value_encode(sp.csr_matrix(dense), caps)
+    f32 = dense.astype(np.float32)
+    expected = [
+        sorted(np.flatnonzero(row), key=lambda j: (-row[j], j))[:cap] for row, cap in zip(f32, caps, strict=True)
+    ]
+    assert _ragged_to_lists(tokens, lengths) == [list(map(int, e)) for e in expected]
