@@ -42,6 +42,21 @@ def test_baseline_reads_only_the_asked_cells_of_the_chosen_layer(tmp_path):
     assert 0 <= result["macro_f1"] <= 1
 
 
+def test_reads_in_pieces_give_the_asked_rows_in_order_and_out_of_order(tmp_path, monkeypatch):
+    import stformer.tokenize.inputs as inputs
+
+    monkeypatch.setattr(inputs, "READ_PIECE", 2)
+    adata = make_adata(20, 15, expressed=8, seed=4)
+    adata.write_h5ad(tmp_path / "s.h5ad")
+    vocab = {"<pad>": 0, "<mask>": 1, **{g: i + 2 for i, g in enumerate(adata.var_names)}}
+    counts = adata.X.toarray()
+    normalized = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)  # (cells, genes)
+    for rows in ([1, 3, 4, 8, 19], [19, 4, 1, 8, 3]):
+        ids = np.array([f"s:cell{i}" for i in rows])
+        x = read_expression([tmp_path / "s.h5ad"], InputOptions(), vocab, ids)
+        np.testing.assert_allclose(x.toarray()[:, 2:], normalized[rows], rtol=1e-6)
+
+
 def test_neighbor_expression_averages_the_cells_within_the_radius_of_the_same_sample(tmp_path):
     adata = make_adata(50, 30, expressed=12, n_samples=2, seed=5)  # a unit grid per sample
     adata.write_h5ad(tmp_path / "t.h5ad")

@@ -21,6 +21,7 @@ from ._sources import find_data_files, open_source
 from .neighbors import file_neighbors
 from .ranking import scale_rows
 
+READ_PIECE = 4096  # rows read and transformed at once: bounds the copies made on the way
 _PER_FILE: OrderedDict = OrderedDict()  # (what, file, its mtime, settings) -> value; the last 8
 
 
@@ -65,7 +66,8 @@ def check_input_files(data: Sequence[str | Path], options: InputOptions, columns
 def _gather(data: Sequence[str | Path], options: InputOptions, ids: np.ndarray, read: Callable):
     """Rows for the cells ``ids`` (unique cell ids), in that order: ``read(src, rows)`` per file.
 
-    ``read`` gets an open file and its sorted row indices and returns that many rows (sparse or dense).
+    ``read`` gets an open file and sorted row indices (at most ``READ_PIECE``) and returns that many
+    rows (sparse or dense).
     """
     found = np.zeros(len(ids), dtype=bool)
     parts, where = [], []
@@ -77,16 +79,20 @@ def _gather(data: Sequence[str | Path], options: InputOptions, ids: np.ndarray, 
             if len(wanted) == 0:
                 continue
             wanted = wanted[np.argsort(rows[wanted])]
-            parts.append(read(src, rows[wanted]))
+            parts += [read(src, rows[wanted[lo : lo + READ_PIECE]]) for lo in range(0, len(wanted), READ_PIECE)]
             where.append(wanted)
             found[wanted] = True
     if not found.all():
         missing = ids[~found][:3].tolist()
         msg = f"cells {missing} are in the token dataset but in none of the input files {list(map(str, data))}"
         raise InputError(msg)
+    where = np.concatenate(where)  # (ids,) the position in ids of each row read, in reading order
+    stacked = sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.concatenate(parts)
+    del parts
+    if np.array_equal(where, np.arange(len(ids))):  # ids in file order: no reordered copy
+        return stacked
     order = np.empty(len(ids), dtype=np.int64)
-    order[np.concatenate(where)] = np.arange(len(ids))
-    stacked = sp.vstack(parts).tocsr() if sp.issparse(parts[0]) else np.concatenate(parts)
+    order[where] = np.arange(len(ids))
     return stacked[order]
 
 
