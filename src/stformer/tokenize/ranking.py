@@ -27,12 +27,8 @@ def rank_value_encode(values: sp.csr_matrix, max_length: int | np.ndarray) -> tu
     (array([2, 1, 0, 1], dtype=int32), array([2, 2]))
     """
     n_rows, n_cols = values.shape
-    data, indices, indptr = values.data.astype(np.float32), values.indices, values.indptr
-    counts = np.diff(indptr)
+    counts = np.diff(values.indptr)
     lengths = np.minimum(counts, max_length).astype(np.int64)
-    if counts.sum() > 2 * lengths.sum():  # most entries miss their row's cut: drop them before sorting
-        data, indices, counts = _candidates(data, indices, counts, lengths)
-        indptr = np.concatenate([[0], np.cumsum(counts)])
     # One uint64 key per entry, sorted ascending within blocks of rows:
     #   [row within block | inverted float32 bits of the value | token id]
     # Positive float32 bit patterns order like the floats, so inverting them puts the highest
@@ -43,39 +39,19 @@ def rank_value_encode(values: sp.csr_matrix, max_length: int | np.ndarray) -> tu
         msg = f"vocabularies of more than 2**31 tokens are not supported (got {n_cols})"
         raise InputError(msg)
     rows_per_block = 1 << row_bits
-    keys = np.invert(data.view(np.uint32)).astype(np.uint64)
+    keys = np.invert(values.data.astype(np.float32).view(np.uint32)).astype(np.uint64)
     keys <<= np.uint64(token_bits)
-    keys |= indices.astype(np.uint64)
+    keys |= values.indices.astype(np.uint64)
     row_in_block = np.arange(n_rows, dtype=np.uint64) & np.uint64(rows_per_block - 1)
     keys |= np.repeat(row_in_block << np.uint64(32 + token_bits), counts)
     for lo in range(0, n_rows, rows_per_block):
-        keys[indptr[lo] : indptr[min(lo + rows_per_block, n_rows)]].sort()
+        keys[values.indptr[lo] : values.indptr[min(lo + rows_per_block, n_rows)]].sort()
     excess = counts - lengths
     if excess.any():  # drop each row's entries past its length
         keep = np.ones(len(keys), dtype=bool)
-        keep[np.repeat(indptr[1:] - excess, excess) + _within(excess)] = False
+        keep[np.repeat(values.indptr[1:] - excess, excess) + _within(excess)] = False
         keys = keys[keep]
     return (keys & np.uint64((1 << token_bits) - 1)).astype(np.int32), lengths
-
-
-def _candidates(
-    data: np.ndarray, indices: np.ndarray, counts: np.ndarray, lengths: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each row's entries that can be among its ``lengths`` highest, in their order; their (rows,) counts.
-
-    data: (entries,) positive float32 values of the rows one after another, ``counts`` per row.
-    Values fall in buckets of their float32 bits (exponent and 2 mantissa bits: 4 per octave);
-    a row keeps the entries in and above the highest bucket that leaves it ``lengths`` entries.
-    Equal values share a bucket, so the ranking of the kept entries is the ranking of all.
-    """
-    bucket = (data.view(np.uint32) >> np.uint32(21)).astype(np.int64)  # (entries,) ordered like the values
-    low, n_buckets = bucket.min(), int(bucket.max() - bucket.min()) + 1
-    row = np.repeat(np.arange(len(counts)), counts)  # (entries,)
-    per_bucket = np.bincount(row * n_buckets + (bucket - low), minlength=len(counts) * n_buckets)
-    at_or_above = np.cumsum(per_bucket.reshape(len(counts), n_buckets)[:, ::-1], axis=1)[:, ::-1]  # (rows, buckets)
-    cut = low + (at_or_above >= lengths[:, None]).sum(1) - 1  # (rows,) lowest bucket kept
-    keep = bucket >= cut[row]
-    return data[keep], indices[keep], np.bincount(row[keep], minlength=len(counts))
 
 
 def concat_ragged(
