@@ -64,6 +64,9 @@ def test_column_map_duplicate_rules():
     np.testing.assert_array_equal(summed.toarray(), [[3, 5], [3, 0]])
     np.testing.assert_array_equal(first.toarray(), [[1, 5], [0, 0]])
     assert covered == 6
+    np.testing.assert_array_equal(counts.toarray(), [[1, 5, 2], [0, 0, 3]])  # the input is left as it was
+    kept_some, _ = ColumnMap.build(ids, {"A": 0}, 1, duplicates="sum").apply(counts)
+    np.testing.assert_array_equal(kept_some.toarray(), [[3], [3]])
     with pytest.raises(ValueError, match="1 duplicated gene identifiers, e.g. \\['A'\\]"):
         ColumnMap.build(ids, {"A": 0, "B": 1}, 2, duplicates="error")
 

@@ -78,9 +78,12 @@ class ColumnMap:
         keep = target >= 0
         if not counts.data.all():  # explicit zeros are rare
             keep &= counts.data != 0
-        positions = np.flatnonzero(keep)
-        indptr = np.searchsorted(positions, counts.indptr)
-        kept_counts, columns = counts.data[positions], target[positions]
+        if keep.all():  # every column kept (a vocabulary built from these files): no copies
+            indptr, kept_counts, columns = counts.indptr.copy(), counts.data, target
+        else:
+            positions = np.flatnonzero(keep)
+            indptr = np.searchsorted(positions, counts.indptr)
+            kept_counts, columns = counts.data[positions], target[positions]
         out = sp.csr_matrix(
             (kept_counts * self.weight[columns], columns, indptr), shape=(counts.shape[0], self.n_targets)
         )
