@@ -74,16 +74,6 @@ def spatial_neighbors(
     return rows_of
 
 
-def spatial_graph(coords: np.ndarray, samples: np.ndarray | None = None, **options) -> sp.csr_matrix:
-    """Binary neighbor graph (cells, cells) of every cell: :func:`spatial_neighbors` of all rows.
-
-    >>> g = spatial_graph(np.array([[0, 0], [1, 0], [9, 9]]), np.array(["a", "a", "b"]), n_neighbors=1)
-    >>> g.toarray().astype(int).tolist()
-    [[0, 1, 0], [1, 0, 0], [0, 0, 0]]
-    """
-    return spatial_neighbors(coords, samples, **options)(np.arange(len(coords)))
-
-
 def graph_from_connectivities(connectivities: sp.spmatrix) -> sp.csr_matrix:
     """Binary neighbor graph from a stored connectivity matrix, diagonal removed."""
     graph = sp.csr_matrix(connectivities, dtype=np.float64, copy=True)
