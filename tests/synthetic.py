@@ -50,3 +50,22 @@ def make_adata(
     )
     var = pd.DataFrame(index=gene_names(n_genes))
     return ad.AnnData(X=X, obs=obs, var=var, obsm={"spatial": coords})
+
+
+def planted_state_adata(
+    n_cells: int = 500, n_genes: int = 50, *, planted: int = 0, shuffles: int = 1, seed: int = 0
+) -> ad.AnnData:
+    """Two states told apart by one gene alone: ``state`` "A" cells express gene ``planted``, "B" cells never do.
+
+    Every other gene is expressed in either state with the same probability and counts, so only
+    the planted gene's presence separates A from B. ``obs["shuffled_1"]`` ... ``shuffled_<shuffles>``
+    hold the states permuted (labels with no relation to expression).
+    """
+    rng = np.random.default_rng(seed)
+    state = np.where(np.arange(n_cells) % 2 == 0, "A", "B")
+    counts = rng.negative_binomial(2, 0.3, (n_cells, n_genes)).astype(np.float32) + 1
+    counts *= rng.random((n_cells, n_genes)) < 0.6  # each gene detected in 60% of the cells
+    counts[:, planted] = np.where(state == "A", rng.negative_binomial(2, 0.3, n_cells) + 1, 0)
+    shuffled = {f"shuffled_{k}": pd.Categorical(rng.permutation(state)) for k in range(1, shuffles + 1)}
+    obs = pd.DataFrame({"state": pd.Categorical(state), **shuffled}, index=[f"cell{i}" for i in range(n_cells)])
+    return ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=gene_names(n_genes)))

@@ -14,6 +14,7 @@ from scipy.stats import kstest
 from transformers import BertConfig, BertModel
 
 from stformer import PerturbConfig, perturb
+from stformer._warnings import StformerWarning
 from stformer.cli import main
 from stformer.perturbation.edits import perturb_sequence
 from stformer.perturbation.engine import Perturbation, perturbation_shifts
@@ -74,6 +75,12 @@ def test_batched_shifts_equal_one_cell_at_a_time(kind, monkeypatch):
         assert got["g"][index] == pytest.approx(shift, abs=1e-5)
         tokens, shifts = got["gene_shifts"][index]
         assert dict(zip(tokens.tolist(), shifts.tolist(), strict=True)) == pytest.approx(per_gene, abs=1e-5)
+    # Geneformer's cell value without states: the mean over the remaining genes of each gene's own cosine
+    genes = perturbation_shifts(model, cells, perturbations, kind, batch_size=3, similarity="genes")
+    for index, p in enumerate(perturbations):
+        if got["applied"][index]:
+            per_gene = _reference(model, cells[p.cell], list(p.genes), kind, goal)[2]
+            assert genes["cosine_similarity"][index] == pytest.approx(np.mean(list(per_gene.values())), abs=1e-5)
     first = [i for i, p in enumerate(perturbations) if kind == "overexpress" and p.genes[0] == cells[p.cell][0]]
     assert all(got["cosine_similarity"][i] == pytest.approx(1.0, abs=1e-6) for i in first)
 
@@ -92,7 +99,9 @@ def test_screen_writes_tables_and_plot(pretrained, token_dataset, tmp_path):
         null_draws=3,
         batch_size=8,
     )
-    genes = perturb(pretrained, token_dataset, tmp_path / "screen", settings)
+    with pytest.warns(StformerWarning, match="barely tell the screened cells from cell_type='B'"):
+        genes = perturb(pretrained, token_dataset, tmp_path / "screen", settings)  # random labels: no separation
+    assert 0.3 < json.loads((tmp_path / "screen" / "settings.json").read_text())["state_separation"] < 0.75
     cells = pd.read_parquet(tmp_path / "screen" / "cells.parquet")
     screened = cells[~cells["null"]]
     assert set(screened["gene"]) == {common} and screened["cell_id"].nunique() <= 12
@@ -107,6 +116,7 @@ def test_screen_writes_tables_and_plot(pretrained, token_dataset, tmp_path):
     assert pd.read_csv(tmp_path / "screen" / "genes.csv")["gene"].tolist() == genes["gene"].tolist()
     with pytest.raises(FileExistsError, match="screen already exists"):
         perturb(pretrained, token_dataset, tmp_path / "screen", settings)
+    assert row["effect_ci_low"] <= row["effect"] <= row["effect_ci_high"]
     with pytest.raises(ValueError, match="not in the model's vocabulary"):
         perturb(pretrained, token_dataset, tmp_path / "x", genes=["NOPE"])
 

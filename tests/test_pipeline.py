@@ -14,6 +14,7 @@ from transformers import AutoConfig
 
 import stformer.pretrain
 from stformer import InputOptions
+from stformer._warnings import StformerWarning
 from stformer.cli import main
 from stformer.pipeline import load_run_config, run_pipeline
 
@@ -50,7 +51,8 @@ def test_run_end_to_end_and_resume_one_stage(tmp_path, capsys):
     config = yaml.safe_load(path.read_text())
     config["perturb"] = {"start_state": "T", "goal_state": "B", "max_cells": 6, "null_draws": 2}  # state: label
     path.write_text(yaml.safe_dump(config))
-    assert main(["run", str(path), "--quiet"]) == 0
+    with pytest.warns(StformerWarning, match="barely tell the screened cells"):  # random cell types
+        assert main(["run", str(path), "--quiet"]) == 0
     out = tmp_path / "out"
     summary = (out / "report" / "summary.md").read_text()
     genes = pd.read_csv(out / "perturb" / "genes.csv")

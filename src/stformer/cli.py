@@ -132,9 +132,11 @@ def _perturb(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
-    columns = ("gene", "symbol", "n_cells", "cosine_similarity_mean", "goal_shift_mean", "p_value", "fdr")
-    shown = [c for c in columns if c in genes]
-    print(genes[shown].head(20).to_string(index=False))
+    columns = ("gene", "symbol", "n_cells", "effect", "effect_ci_low", "effect_ci_high", "p_value", "fdr")
+    print(genes[list(columns)].head(20).to_string(index=False))
+    if genes.attrs["state_separation"] is not None:
+        print(f"the model's embeddings separate the screened cells from the goal state's with a nearest-centroid "
+              f"balanced accuracy of {genes.attrs['state_separation']:.2f} (chance 0.5)")  # fmt: skip
     print(f"wrote {len(genes)} genes to {args.out}/genes.csv ({genes.attrs['skipped']} perturbations changed nothing)")
 
 

@@ -193,10 +193,26 @@ def _embed(config: RunConfig, paths: dict, progress: bool) -> None:
     embed(paths["pretrain"], paths["tokenize"], config.embed, out=paths["embed"], overwrite=True, progress=progress)
 
 
+def screen_model(config: RunConfig, paths: dict) -> tuple[Path, str]:
+    """The model the perturb stage screens in, and in words which one.
+
+    ``perturb.screen_model``: ``"classifier"`` (fine-tuned on ``label_column``), ``"pretrained"``,
+    or ``"auto"``: the classifier when its labels are the screen's ``state_column`` (its
+    embeddings separate the states; the pretrained model's may not), else the pretrained model.
+    """
+    choice = config.perturb.screen_model
+    if choice == "auto":
+        choice = "classifier" if config.perturb.state_column == config.label_column else "pretrained"
+    if choice == "classifier":
+        return paths["classify"] / "model", f"the cell classifier fine-tuned on `{config.label_column}`"
+    return paths["pretrain"], "the pretrained model"
+
+
 def _perturb(config: RunConfig, paths: dict, progress: bool) -> None:
     from .perturbation import perturb
 
-    perturb(paths["pretrain"], paths["tokenize"], paths["perturb"], config.perturb, overwrite=True, progress=progress)
+    model, _ = screen_model(config, paths)
+    perturb(model, paths["tokenize"], paths["perturb"], config.perturb, overwrite=True, progress=progress)
 
 
 def _report(config: RunConfig, paths: dict, out: Path) -> None:

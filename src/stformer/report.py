@@ -239,29 +239,46 @@ def describe_split(labeled, evaluation, label_column: str, split_column: str | N
     )
 
 
-def _perturbation_lines(settings, screen: Path, report: Path, top: int = 10) -> list[str]:
+def _perturbation_lines(config, paths: dict, report: Path, top: int = 10) -> list[str]:
     """The summary's perturbation section (its figure copied beside it); nothing without a screen."""
     import pandas as pd
 
+    from .pipeline import screen_model
+
+    settings, screen = config.perturb, paths["perturb"]
     if settings is None or not (screen / "genes.csv").exists():
         return []
     genes = pd.read_csv(screen / "genes.csv")
     shutil.copy(screen / "perturbation.png", report / "perturbation.png")
-    cells = json.loads((screen / "settings.json").read_text())["cells"]
+    recorded = json.loads((screen / "settings.json").read_text())
+    cells, separation = recorded["cells"], recorded.get("state_separation")
     goal = f", toward `{settings.goal_state}`" if settings.goal_state is not None else ""
     start = f" `{settings.start_state}`" if settings.start_state is not None else ""
-    effect = "goal_shift_mean" if settings.goal_state is not None else "cosine_similarity_mean"
+    measure = "goal shift" if settings.goal_state is not None else "1 - cosine similarity"
+    space = f"Screened in {screen_model(config, paths)[1]}"
+    if separation is not None:
+        space += (
+            f"; its embeddings tell the screened cells from `{settings.goal_state}` cells with a nearest-centroid "
+            f"balanced accuracy of {separation:.2f} (cross-validated; chance 0.5)"
+        )
     rows = genes.head(top)
     return [
         f"## In silico {settings.perturbation}",
         "",
+        f"{space}.",
+        "",
         f"{len(genes)} genes perturbed in {cells}{start} cells{goal}; {int((genes['fdr'] < 0.05).sum())} with "
-        "FDR < 0.05 against rank-matched random genes of the same cells (Mann-Whitney U, Benjamini-Hochberg). "
+        f"FDR < 0.05. Effect: the gene's mean {measure} minus that of rank-matched random genes of the same "
+        "cells, with a 95% interval from resampling cells (Welch's t-test, Benjamini-Hochberg). "
         f"Top {len(rows)} (all in `perturb/genes.csv`; plot `perturbation.png`):",
         "",
-        f"| gene | cells | {effect} | FDR |",
-        "|---|---|---|---|",
-        *[f"| {r.symbol} | {r.n_cells} | {getattr(r, effect):.3g} | {r.fdr:.2g} |" for r in rows.itertuples()],
+        "| gene | cells | effect | 95% interval | FDR |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r.symbol} | {r.n_cells} | {r.effect:.3g} | {r.effect_ci_low:.3g} to {r.effect_ci_high:.3g} "
+            f"| {r.fdr:.2g} |"
+            for r in rows.itertuples()
+        ],
         "",
     ]
 
@@ -335,7 +352,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
         f"Plots: `confusion_matrix.png`, `umap.png` ({method} of the cell embeddings{drawn_note}), "
         "`training_curves.png`.",
         "",
-        *_perturbation_lines(config.perturb, paths["perturb"], report),
+        *_perturbation_lines(config, paths, report),
         "| stage | seconds (last run) |",
         "|---|---|",
         *[f"| {stage} | {s} |" for stage, s in seconds.items()],

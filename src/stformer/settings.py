@@ -284,6 +284,8 @@ class EmbedConfig:
 
 
 PERTURBATIONS = ("delete", "overexpress", "inhibit", "activate")
+SIMILARITIES = ("cell", "genes")  # cosine of the mean embeddings; mean of each gene's own cosine (Geneformer's)
+SCREEN_MODELS = ("auto", "classifier", "pretrained")
 
 
 @dataclass
@@ -304,7 +306,9 @@ class PerturbConfig:
     null_draws: int = 5  # null: expressed genes at the nearest ranks perturbed per screened (cell, gene)
     gene_shifts: bool = False  # also each other gene's own embedding shift (gene_shifts.parquet/.csv)
     gene_mapping: dict[str, str] | str | None = None  # symbol -> Ensembl id (dict or file), to accept symbols
-    layer: int = -1  # hidden layer compared (-1 the last)
+    layer: int = -1  # hidden layer compared (-1 the last; Geneformer's emb_layer=-1 is layer=-2)
+    similarity: str = "cell"  # "cell": cosine of the mean embeddings; "genes": mean of each gene's cosine (Geneformer)
+    screen_model: str = "auto"  # stformer run: "classifier", "pretrained"; auto: the classifier if on state_column
     batch_size: int = 8  # sequences of 2,048 genes per forward pass (shorter: more), 1.1-1.9 GB at the default shape
     chunk_cells: int = 64  # cells screened and written together (a killed run resumes after the last chunk)
     device: str = "auto"  # "auto" (CUDA when present, this rank's GPU under torchrun), "cpu" or "cuda"
@@ -331,6 +335,10 @@ class PerturbConfig:
         if self.device not in DEVICES:
             msg = f"device must be one of {DEVICES}, got {self.device!r}"
             raise InputError(msg)
+        for name, allowed in (("similarity", SIMILARITIES), ("screen_model", SCREEN_MODELS)):
+            if getattr(self, name) not in allowed:
+                msg = f"{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                raise InputError(msg)
 
 
 @dataclass
@@ -356,7 +364,7 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # model shape and training
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)  # fine-tuning; metadata_column is label_column
     embed: EmbedConfig = field(default_factory=EmbedConfig)  # layer and batch size
-    perturb: PerturbConfig | None = None  # an in silico perturbation screen on the pretrained model (none: no screen)
+    perturb: PerturbConfig | None = None  # an in silico perturbation screen (none: no screen); see screen_model
 
     SECTIONS: ClassVar[dict[str, type]] = {
         "input": InputOptions,

@@ -79,12 +79,15 @@ def perturbation_shifts(
     bf16: bool = False,
     gene_shifts: bool = False,
     frame: tuple[int, int] | None = None,
+    similarity: str = "cell",
 ) -> dict:
     """Cosine similarity of each perturbed cell to its original, and its shift toward each goal.
 
     A cell's embedding is the mean of ``layer``'s hidden states over the genes that the original
     and the perturbed sequence share, matched by token (the perturbed genes excluded on both
-    sides), so both means run over the same genes. With ``goals`` (result name -> (hidden,) mean
+    sides), so both means run over the same genes. ``similarity="cell"`` compares those two
+    means; ``"genes"`` averages each shared gene's own cosine similarity before and after
+    (Geneformer's cell value without cell states). With ``goals`` (result name -> (hidden,) mean
     embedding of a state's cells) also ``cos(perturbed, goal) - cos(original, goal)``. With
     ``gene_shifts``, for every shared gene the cosine similarity of its own hidden state before
     and after (matched by token).
@@ -131,12 +134,14 @@ def perturbation_shifts(
                 before_rows = originals[c][torch.as_tensor(_rows_of(original, shared))]  # (k, hidden)
                 after_rows = perturbed_states[torch.as_tensor(_rows_of(edited, shared))]  # (k, hidden)
                 before, after = before_rows.mean(0), after_rows.mean(0)  # (hidden,)
+                per_gene = torch.nn.functional.cosine_similarity(before_rows, after_rows, dim=1)  # (k,)
                 result["applied"][index] = True
-                result["cosine_similarity"][index] = _cosine(before, after)
+                result["cosine_similarity"][index] = (
+                    _cosine(before, after) if similarity == "cell" else float(per_gene.mean())
+                )
                 for name, goal in goals.items():
                     result[name][index] = _cosine(after, goal) - _cosine(before, goal)
                 if gene_shifts:
-                    per_gene = torch.nn.functional.cosine_similarity(before_rows, after_rows, dim=1)  # (k,)
                     shifts_of_genes[index] = (shared, per_gene.numpy())
     for index, perturbation in enumerate(perturbations):  # repeated perturbations share the first's results
         if first[perturbation] != index:

@@ -6,13 +6,13 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from datasets import Dataset, load_from_disk
-from scipy.stats import false_discovery_control, mannwhitneyu
 from tqdm.auto import tqdm
 
 from .._config import build_config
@@ -24,15 +24,17 @@ from .._figures import new_figure, save_figure
 from .._files import atomic_path, file_identity, load_mapping_file
 from .._hardware import bf16_is_fast
 from .._inference import encoder_on
+from .._warnings import StformerWarning
 from ..checkpoints import fit_to_model, open_model_folder
 from ..classify.data import matching_rows
 from ..settings import PerturbConfig
 from ..vocab import cell_frame, special_token_ids
 from .engine import Perturbation, cell_embeddings, perturbation_shifts
+from .statistics import GOAL_SHIFT, gene_statistics, state_separation
 
 GENES_TABLE, CELLS_TABLE, GENE_SHIFTS, FIGURE = "genes", "cells.parquet", "gene_shifts", "perturbation.png"
-GOAL_SHIFT = "goal_shift"
 MAX_GENE_SHIFT_ROWS = 20_000_000
+SEPARATION_WARNING = 0.75  # state separation below which the screen warns that its space cannot answer
 
 
 def perturb(
@@ -54,10 +56,16 @@ def perturb(
 
     Null and test: for every screened (cell, gene), ``null_draws`` other expressed genes of the
     same cell at the nearest ranks (drawn among the ``2 * null_draws`` nearest, the screened
-    genes excluded) are perturbed the same way. A gene's effects over its cells (the goal shift,
-    else 1 - similarity) are compared with its own rank-matched null by a two-sided Mann-Whitney
-    U test (``scipy.stats.mannwhitneyu``), with Benjamini-Hochberg FDR over genes
-    (``scipy.stats.false_discovery_control``).
+    genes excluded) are perturbed the same way. Each gene's effects over its cells (the goal
+    shift, else 1 - similarity) are compared with its cells' null means, the cell as the unit:
+    Welch's t-test, a bootstrap 95% interval of the difference, Benjamini-Hochberg FDR over genes
+    (:mod:`stformer.perturbation.statistics` states the null hypothesis).
+
+    With a goal state, ``settings.json`` records ``state_separation``: how well the model's
+    embeddings tell the screened cells from the goal state's (cross-validated nearest-centroid
+    balanced accuracy, chance 0.5); a space that cannot separate them cannot say what moves a
+    cell toward the goal (a warning says so below 0.75; screen in a classifier fine-tuned on the
+    states, as ``stformer run`` does by default).
 
     Writes ``out/genes.csv`` and ``out/genes.parquet`` (one row per gene or gene set, sorted by
     FDR, p-value, then effect), ``out/cells.parquet`` (one row per cell and perturbation, null ones
@@ -92,7 +100,7 @@ def perturb(
     chosen = _chosen_cells(data, config)
     wanted, anchor = _genes(config, config.genes, vocab), _anchor(config, vocab)
     _check_gene_shift_size(data, chosen, wanted, config)
-    goals = _goals(model, data, config, reading)
+    goals, separation = _goals(model, data, chosen, config, reading)
     work = out.with_name(f".{out.name}.partial")
     if rank == 0:
         _prepare_work_folder(work, _fingerprint(model_dir, tokens, data, chosen, config))
@@ -107,11 +115,15 @@ def perturb(
         _write_parquet(cells, work / _chunk_name(k))  # last: its presence marks the chunk complete
     barrier(device)
     if rank == 0:
-        _merge(work, out, n_chunks, config, vocab, overwrite)
+        _merge(work, out, n_chunks, config, vocab, overwrite, separation)
         shutil.rmtree(work)
     barrier(device)
     genes = pd.read_parquet(out / f"{GENES_TABLE}.parquet")
-    genes.attrs["skipped"] = json.loads((out / "settings.json").read_text())["skipped_perturbations"]
+    recorded = json.loads((out / "settings.json").read_text())
+    genes.attrs["skipped"], genes.attrs["state_separation"] = (
+        recorded["skipped_perturbations"],
+        recorded["state_separation"],
+    )
     return genes
 
 
@@ -139,6 +151,7 @@ def _screen_chunk(model, part: Dataset, rows, wanted, anchor, config: PerturbCon
         bf16=reading["bf16"],
         gene_shifts=config.gene_shifts,
         frame=reading["frame"],
+        similarity=config.similarity,
     )
     gene_of = {i: g for g, i in vocab.items()}
     label = ["+".join(gene_of[g] for g in p.genes) for p in plan["perturbation"]]
@@ -225,72 +238,24 @@ def _null_sets(sequence, candidates: np.ndarray, varied, position, draws: int, r
     return sets
 
 
-def gene_statistics(table: pd.DataFrame, config: PerturbConfig) -> pd.DataFrame:
-    """Per gene: cells, mean/median similarity and shifts, its null's mean, Mann-Whitney p, BH FDR."""
-    table = table[table["applied"]].assign(dissimilarity=lambda t: 1 - t["cosine_similarity"])
-    effect = effect_column(config)
-    null = table[table["null"]].groupby("null_for")[effect]
-    shift_columns = [c for c in table.columns if c == GOAL_SHIFT or c.startswith("shift_to_")]
-    rows = []
-    for gene, part in table[~table["null"]].groupby("gene", sort=True):
-        values = part[effect].to_numpy()
-        null_values = null.get_group(gene).to_numpy() if gene in null.groups else np.array([])
-        row = {
-            "gene": gene,
-            "n_cells": len(part),
-            "cosine_similarity_mean": float(part["cosine_similarity"].mean()),
-            "cosine_similarity_median": float(part["cosine_similarity"].median()),
-        }
-        for column in shift_columns:
-            row[f"{column}_mean"] = float(part[column].mean())
-            row[f"{column}_median"] = float(part[column].median())
-        row["null_effect_mean"] = float(null_values.mean()) if len(null_values) else np.nan
-        row["n_null"] = len(null_values)
-        row["p_value"] = (
-            float(mannwhitneyu(values, null_values, alternative="two-sided").pvalue) if len(null_values) else np.nan
-        )
-        rows.append(row)
-    genes = pd.DataFrame(rows)
-    if genes.empty:
-        msg = "no perturbation changed any cell (are the genes expressed in the chosen cells?)"
-        raise InputError(msg)
-    tested = genes["p_value"].notna()
-    genes["fdr"] = np.nan
-    if tested.any():
-        genes.loc[tested, "fdr"] = false_discovery_control(genes.loc[tested, "p_value"].to_numpy())
-    mean_effect = f"{effect}_mean" if effect != "dissimilarity" else "cosine_similarity_mean"
-    ascending = effect == "dissimilarity"  # lower similarity = larger effect
-    order = ["fdr", "p_value", mean_effect]  # equal FDRs (BH ties them often): the stronger evidence first
-    return genes.sort_values(order, ascending=[True, True, ascending], na_position="last").reset_index(drop=True)
-
-
-def effect_column(config: PerturbConfig) -> str:
-    """The per-cell effect ranked and tested: the goal shift with a goal state, else 1 - similarity."""
-    return GOAL_SHIFT if config.goal_state is not None else "dissimilarity"
-
-
 def plot_screen(genes: pd.DataFrame, table: pd.DataFrame, config: PerturbConfig, path: Path) -> Path:
-    """Genes ranked by their mean effect, the null's central 95% as a band, the table's top 10 labelled."""
-    effect = effect_column(config)
-    values = genes[f"{effect}_mean"].to_numpy() if effect == GOAL_SHIFT else 1 - genes["cosine_similarity_mean"]
-    values = np.asarray(values)
-    order = np.argsort(-values)
-    fig = new_figure(8, 4.5)
-    ax = fig.subplots()
-    ax.scatter(np.arange(len(order)), values[order], s=8, color="tab:blue", label="perturbed genes (mean over cells)")
-    significant = order[(genes["fdr"].to_numpy()[order] < 0.05)]
-    if len(significant):
-        ax.scatter(
-            np.flatnonzero(np.isin(order, significant)), values[significant], s=14, color="tab:red", label="FDR < 0.05"
-        )
-    null = table.loc[table["null"] & table["applied"]]
-    null_values = null[effect] if effect == GOAL_SHIFT else 1 - null["cosine_similarity"]
-    if len(null_values):
-        low, high = np.percentile(null_values, [2.5, 97.5])
-        ax.axhspan(low, high, color="grey", alpha=0.25, label="rank-matched random genes: central 95%")
+    """Each gene's effect against random genes, genes ranked; the table's top 10 labelled with 95% intervals."""
+    values = genes["effect"].to_numpy()
+    order = np.argsort(-np.nan_to_num(values, nan=-np.inf))
     position = np.empty(len(order), dtype=int)
     position[order] = np.arange(len(order))  # each gene's place in the ranking
-    for k, index in enumerate(range(min(10, len(genes)))):  # the table's top 10 (FDR, p-value), text staggered
+    fig = new_figure(8, 4.5)
+    ax = fig.subplots()
+    ax.scatter(position, values, s=8, color="tab:blue", label="perturbed genes: mean effect minus null mean")
+    significant = np.flatnonzero(genes["fdr"].to_numpy() < 0.05)
+    if len(significant):
+        ax.scatter(position[significant], values[significant], s=14, color="tab:red", label="FDR < 0.05")
+    top = np.arange(min(10, len(genes)))  # the table's top 10 (FDR, p-value)
+    low, high = genes["effect_ci_low"].to_numpy()[top], genes["effect_ci_high"].to_numpy()[top]
+    ax.errorbar(position[top], values[top], yerr=[values[top] - low, high - values[top]], fmt="none",
+                ecolor="black", elinewidth=0.8, capsize=2, label="95% interval (cells resampled)")  # fmt: skip
+    ax.axhline(0, color="grey", lw=0.8, label="rank-matched random genes of the same cells")
+    for k, index in enumerate(top):  # text staggered
         ax.annotate(
             genes["symbol"].iloc[index],
             (position[index], values[index]),
@@ -300,17 +265,18 @@ def plot_screen(genes: pd.DataFrame, table: pd.DataFrame, config: PerturbConfig,
             arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "grey"},
         )
     ax.set_xlabel("gene rank")
-    ax.set_ylabel(f"shift toward {config.goal_state}" if effect == GOAL_SHIFT else "1 - cosine similarity to original")
+    measure = f"shift toward {config.goal_state}" if config.goal_state is not None else "1 - cosine similarity"
+    ax.set_ylabel(f"effect: {measure}, minus null")
     cells = table.loc[~table["null"], CELL_ID].nunique()
     ax.set_title(f"In silico {config.perturbation}: {len(genes)} genes, {cells} cells")
     ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 
-def _merge(work: Path, out: Path, n_chunks: int, config: PerturbConfig, vocab, overwrite: bool) -> None:
+def _merge(work: Path, out: Path, n_chunks: int, config: PerturbConfig, vocab, overwrite: bool, separation) -> None:
     """Join the chunks' tables, test each gene, and write every output at once."""
     table = pd.concat([pd.read_parquet(work / _chunk_name(k)) for k in range(n_chunks)], ignore_index=True)
-    genes = gene_statistics(table, config)
+    genes = gene_statistics(table, config.goal_state, seed=config.seed)
     symbols = _symbols(config)
     genes.insert(1, "symbol", genes["gene"].map(lambda g: "+".join(symbols.get(x, x) for x in g.split("+"))))
     skipped = int((~table["applied"] & ~table["null"]).sum())
@@ -330,6 +296,8 @@ def _merge(work: Path, out: Path, n_chunks: int, config: PerturbConfig, vocab, o
             "settings": asdict(config),
             "skipped_perturbations": skipped,
             "cells": int(table[CELL_ID].nunique()),
+            "state_separation": separation,
+            "random_genes": genes.attrs["random_genes"],
         }
         (tmp / "settings.json").write_text(json.dumps(settings, indent=1))
 
@@ -378,17 +346,21 @@ def _chosen_cells(data: Dataset, config: PerturbConfig) -> np.ndarray:
     return chosen
 
 
-def _goals(model, data: Dataset, config: PerturbConfig, reading: dict) -> dict[str, np.ndarray]:
-    """Result column -> mean embedding (hidden,) of the goal state's cells and of each alternative state's."""
+def _goals(model, data: Dataset, chosen: np.ndarray, config: PerturbConfig, reading: dict) -> tuple[dict, float | None]:
+    """Result column -> mean embedding (hidden,) of the goal state's cells and of each alternative state's.
+
+    Also how well the embeddings separate the cells screened from the goal state's (see
+    :func:`~stformer.perturbation.statistics.state_separation`), with a warning below 0.75.
+    """
     if config.goal_state is None:
-        return {}
+        return {}, None
     columns = {GOAL_SHIFT: config.goal_state} | {f"shift_to_{s}": s for s in config.alt_states or []}
     members = {column: matching_rows(data, {config.state_column: state}) for column, state in columns.items()}
     empty = [columns[column] for column, rows in members.items() if len(rows) == 0]
     if empty:
         msg = f"no cell has {config.state_column}={empty[0]!r} (goal or alternative state)"
         raise InputError(msg)
-    rows = np.unique(np.concatenate(list(members.values())))  # every state's cells embedded in one pass
+    rows = np.unique(np.concatenate([chosen, *members.values()]))  # every state's cells embedded in one pass
     means = cell_embeddings(
         model,
         _genes_of(data.select(rows), reading["special"]),
@@ -398,7 +370,18 @@ def _goals(model, data: Dataset, config: PerturbConfig, reading: dict) -> dict[s
         bf16=reading["bf16"],
         frame=reading["frame"],
     )
-    return {column: means[np.searchsorted(rows, chosen)].mean(0) for column, chosen in members.items()}
+    goal = members[GOAL_SHIFT]
+    start = np.setdiff1d(chosen, goal)
+    separation = state_separation(means[np.searchsorted(rows, start)], means[np.searchsorted(rows, goal)])
+    if separation is not None and separation < SEPARATION_WARNING:
+        warnings.warn(
+            f"the model's embeddings barely tell the screened cells from {config.state_column}={config.goal_state!r} "
+            f"(nearest-centroid balanced accuracy {separation:.2f}, chance 0.5): shifts toward the goal say little "
+            "here; screen in a classifier fine-tuned on the states",
+            StformerWarning,
+            stacklevel=3,
+        )
+    return {column: means[np.searchsorted(rows, chosen)].mean(0) for column, chosen in members.items()}, separation
 
 
 def _mapping(config: PerturbConfig) -> dict[str, str]:
