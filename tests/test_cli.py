@@ -72,3 +72,16 @@ def test_every_command_explains_its_options(command, capsys):
     assert "usage: stformer" in shown and "--" in shown
     if command == ["pretrain"]:
         assert "(80% <mask>, 10% random" in shown  # a % in a field's comment
+
+
+def test_every_command_takes_quiet_and_every_option_says_what_it_does():
+    from stformer.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        options = {o for action in command._actions for o in action.option_strings}
+        assert "--quiet" in options, name
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                words = (action.help or "").split(" (default:")[0].strip()
+                assert len(words) > 3, f"stformer {name} {action.option_strings[0]} has no help"

@@ -20,6 +20,7 @@ from ._errors import InputError
 from ._warnings import StformerWarning
 from .vocab import load_token_dictionary
 
+VOCAB_PADDINGS = (8, 64)  # a model's vocabulary may be its dictionary rounded up to a multiple of these
 WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -53,9 +54,10 @@ def open_model_folder(
 
     The dictionary is ``token_dictionary`` when given, else the folder's ``vocab.json`` (stformer
     writes one; a Geneformer checkpoint has none), else the ``vocab.json`` of the token dataset
-    ``tokens``. One-line errors name both values: a dictionary larger than the model's
-    vocabulary, another ``<pad>`` id than the model's, or a token dataset made with another
-    dictionary. With ``required=False`` a folder without any dictionary opens with ``vocab=None``
+    ``tokens``. One-line errors name both values: a dictionary of another size than the model's
+    vocabulary (the model may only round its vocabulary up to a multiple of 8 or 64, padding
+    for fast kernels), another ``<pad>`` id than the model's, or a token dataset made with
+    another dictionary. With ``required=False`` a folder without any dictionary opens with ``vocab=None``
     (a fine-tuned classifier saved by other tools carries only its tokenizer).
 
     >>> folder = open_model_folder("gf-6L-30M", "token_dictionary.pkl")  # doctest: +SKIP
@@ -87,16 +89,21 @@ def open_model_folder(
         msg = f"{tokens} was tokenized with another dictionary than the model's ({name}); tokenize with the model's"
         raise InputError(msg)
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    if len(vocab) > config.vocab_size:
+    if len(vocab) != config.vocab_size and not _padded(len(vocab), config.vocab_size):
         msg = (
             f"{name} has {len(vocab):,} tokens but the model {path} has a vocabulary of {config.vocab_size:,}: "
-            "this is not the dictionary the model was trained with"
+            "this is not the dictionary the model was trained with (give the model's own token dictionary)"
         )
         raise InputError(msg)
     if config.pad_token_id is not None and vocab[PAD_TOKEN] != config.pad_token_id:
         msg = f"{name} has {PAD_TOKEN}={vocab[PAD_TOKEN]} but the model {path} pads with id {config.pad_token_id}"
         raise InputError(msg)
     return ModelFolder(path, config, vocab)
+
+
+def _padded(tokens: int, rows: int) -> bool:
+    """Whether ``rows`` is ``tokens`` rounded up to a multiple of 8 or 64, a vocabulary padded for fast kernels."""
+    return rows > tokens and any(rows == -(-tokens // m) * m for m in VOCAB_PADDINGS)
 
 
 def load_encoder(folder: ModelFolder):

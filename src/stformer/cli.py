@@ -161,10 +161,9 @@ def _command(sub, name: str, help: str, func, settings: type | None = None) -> a
     return parser
 
 
-def _add_output_flags(parser: argparse.ArgumentParser, *, quiet: bool = True) -> None:
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    if quiet:
-        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_options(p, MediansConfig)
 
     p = _command(sub, "vocab", "token dictionary from a medians file", _vocab)
-    p.add_argument("--medians", required=True, type=Path)
+    p.add_argument("--medians", required=True, type=Path, help="gene medians file (.json/.pkl) from stformer medians")
     p.add_argument("--out", required=True, type=Path, help="output .json (or .pkl)")
-    _add_output_flags(p, quiet=False)
+    _add_output_flags(p)
 
     p = _command(sub, "tokenize", "rank-value token dataset from h5ad/loom files", _tokenize, TokenizerConfig)
     p.add_argument("data", nargs="+", type=Path, help="h5ad/loom files or folders of them")
@@ -197,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", type=Path, help="vocabulary (default: the dataset's vocab.json)")
     p.add_argument("--lengths", type=Path, help="lengths pickle (default: the dataset's lengths.pkl)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_dataclass_options(p, PretrainConfig)
 
     p = _command(sub, "classify", "fine-tune, evaluate and apply cell or gene classifiers", _classify, ClassifyConfig)
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, help="evaluate: id_class_dict file")
     p.add_argument("--eval-data", type=Path, help="train: separate evaluation dataset")
     p.add_argument("--n-trials", type=int, default=0, help="train: Ray Tune trials (needs ray_config)")
-    _add_output_flags(p, quiet=False)
+    _add_output_flags(p)
     add_dataclass_options(p, ClassifyConfig)
 
     p = _command(sub, "embed", "cell (and gene) embeddings from a saved model", _embed, EmbedConfig)
@@ -248,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a line asking to report it, and the exit status is 2.
     """
     args = build_parser().parse_args(argv)
+    quiet_before = os.environ.get("TQDM_DISABLE")
+    if args.quiet:  # the bars of the Trainer and the datasets library as well as stformer's own
+        os.environ["TQDM_DISABLE"] = "1"
     try:
         args.func(args)
     except (InputError, FileNotFoundError, FileExistsError) as err:
@@ -262,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         _close_process_group()
+        if quiet_before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = quiet_before
     return 0
 
 

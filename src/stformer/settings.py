@@ -84,9 +84,7 @@ class TokenizerConfig(InputOptions):
     max_length: int | None = None  # tokens per cell; None: 2,048 in spot mode, 4,096 in neighborhood mode
     metadata_columns: Mapping[str, str] | Sequence[str] | None = None  # obs columns to carry: list or {obs: name}
     min_count_coverage: float = 0.5  # fail when the vocabulary covers less of a file's counts
-    special_tokens: bool | None = (
-        None  # start cells with <cls>, end them with <eos> (V2); None: if the dictionary has them
-    )
+    special_tokens: bool | None = None  # frame cells with <cls> ... <eos> (V2); None: if the dictionary has them
     sample_column: str | None = None  # obs column naming each cell's sample (slide)
     n_neighbors: int | None = 6  # nearest cells (6: Visium's hexagonal grid; within radius if set); None: all in radius
     radius: float | None = None  # neighbor distance cutoff in obsm units
