@@ -79,6 +79,14 @@ def test_run_end_to_end_and_resume_one_stage(tmp_path, capsys):
     log = run_pipeline(load_run_config(path), progress=False)
     assert [s for s, v in log.items() if v != "skipped"] == ["report"]
     assert (out / "report" / "summary.md").exists()
+    # a token shard truncated on disk after tokenizing: the stamp's sizes catch it and the stage runs again
+    shard = next((out / "tokens").glob("data-*.arrow"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    capsys.readouterr()
+    log = run_pipeline(load_run_config(path), stages=("tokenize", "pretrain"), progress=False)
+    assert log["tokenize"] != "skipped" and log["pretrain"] == "skipped"
+    assert f"tokenize: {shard} (" in capsys.readouterr().out
+    assert len(load_from_disk(str(out / "tokens"))) == 120
 
 
 def test_run_fails_early_on_a_missing_label(tmp_path):

@@ -79,8 +79,12 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
     log = {}
     for stage in STAGES:
         stamp = stamps / f"{stage}.json"
-        done = stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") == fingerprints[stage]
-        if stage not in stages or (done and outputs[stage].exists()):
+        recorded = json.loads(stamp.read_text()) if stamp.exists() else {}
+        done = recorded.get("fingerprint") == fingerprints[stage] and outputs[stage].exists()
+        changed = _changed_file(outputs[stage], recorded.get("files")) if done else None
+        if changed is not None and stage in stages:
+            print(f"[stformer run] {stage}: {changed} changed since the stage wrote it; running the stage again")
+        if stage not in stages or (done and changed is None):
             log[stage] = "skipped"
             continue
         if stage == "perturb" and config.perturb is None:
@@ -89,9 +93,32 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         start = time.perf_counter()
         actions[stage]()
         log[stage] = round(time.perf_counter() - start, 1)
-        write_json({"fingerprint": fingerprints[stage], "seconds": log[stage]}, stamp, overwrite=True)
+        files = _inventory(outputs[stage])
+        write_json({"fingerprint": fingerprints[stage], "seconds": log[stage], "files": files}, stamp, overwrite=True)
         print(f"[stformer run] {stage}: {log[stage]} s", flush=True)
     return log
+
+
+def _inventory(path: Path) -> dict[str, int]:
+    """Size in bytes of every file a stage wrote (``path``, or the files below it), by relative path."""
+    if path.is_file():
+        return {path.name: path.stat().st_size}
+    return {str(f.relative_to(path)): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def _changed_file(path: Path, recorded: dict[str, int] | None) -> str | None:
+    """The first file of ``path`` missing or of another size than its stamp recorded (None: all as written).
+
+    A stamp of an older stformer, without sizes, is trusted as before.
+    """
+    if recorded is None:
+        return None
+    now = _inventory(path)
+    for name, size in recorded.items():
+        if now.get(name) != size:
+            where = path / name if path.is_dir() else path
+            return f"{where} ({size:,} bytes when written, {'missing' if name not in now else f'{now[name]:,}'} now)"
+    return None
 
 
 def _medians(config: RunConfig, paths: dict) -> None:
