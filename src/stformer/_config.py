@@ -10,7 +10,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -169,3 +169,29 @@ def config_from_cli(cls: type[T], args: argparse.Namespace, config_file: str | P
     names = {f.name for f in dataclasses.fields(cls)}
     values.update({k: v for k, v in vars(args).items() if k in names})
     return build_config(cls, values, source=str(config_file or "command line"))
+
+
+def choose_closest(
+    name: str,
+    supported: Sequence[str],
+    unsupported: Sequence[str] | None = None,
+    cutoff: float = 0.4,
+) -> str:
+    """Return the option in ``supported`` closest to ``name`` (case-insensitive fuzzy match).
+
+    Raises ``ValueError`` when ``name`` is in ``unsupported`` or nothing is similar enough.
+
+    >>> choose_closest("adamw", ["AdamW", "Lamb"])
+    'AdamW'
+    """
+    lowered = {s.lower(): s for s in supported}
+    if unsupported and name.lower() in {u.lower() for u in unsupported}:
+        msg = f"{name!r} is not supported; choose one of {list(supported)}"
+        raise InputError(msg)
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=cutoff)
+    if not match:
+        msg = f"{name!r} is not a known option; choose one of {list(supported)}"
+        raise InputError(msg)
+    return lowered[match[0]]

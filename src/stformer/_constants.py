@@ -21,6 +21,19 @@ LENGTHS_FILE = "lengths.pkl"
 VOCAB_FILE = "vocab.json"
 TOKENIZE_SUMMARY_FILE = "tokenize_summary.json"
 
+# Files each stage writes (one owner each: every reader imports the name from here).
+STAMPS_DIR = ".stages"  # stformer run: one stamp per stage (fingerprint, seconds, sizes of the files written)
+LOG_HISTORY_FILE = "log_history.json"  # pretraining (logging/) and fine-tuning: the Trainer's log history
+TRAINING_SUMMARY_FILE = "summary.json"  # pretraining (logging/)
+MODEL_DIR = "model"  # a classifier's fine-tuned model, below its output folder
+EVAL_DATASET = "eval.dataset"  # a classifier's held-out cells
+PREDICTIONS_FILE = "predictions.pkl"  # a classifier's held-out predictions
+EVAL_METRICS_FILE = "eval_metrics.json"  # a classifier's held-out metrics
+LABELED_SUFFIX, ID_CLASS_SUFFIX = "_labeled.dataset", "_id_class_dict.pkl"  # classify prepare: {prefix}...
+CONFUSION_SUFFIX = "_confusion_matrix.png"  # {prefix}_confusion_matrix.png
+GENES_TABLE, CELLS_TABLE, GENE_SHIFTS = "genes", "cells.parquet", "gene_shifts"  # perturb: genes.csv / .parquet ...
+PERTURB_FIGURE, SCREEN_SETTINGS = "perturbation.png", "settings.json"  # perturb
+
 IGNORE_INDEX = -100  # label of positions and examples that carry no loss (transformers' convention)
 
 TARGET_SUM = 10_000  # counts per cell after normalization, as in Geneformer

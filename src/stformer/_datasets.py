@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import torch
 
 from ._constants import INPUT_IDS
+from ._errors import InputKeyError
 
 
 def token_id_range(dataset) -> tuple[int, int] | None:
@@ -58,3 +59,24 @@ def pad_right(
         ids[row, :n] = torch.as_tensor(seq[:n], dtype=torch.long)
         mask[row, :n] = 1
     return ids, mask
+
+
+def column_values(data, key: str) -> np.ndarray:
+    """The values of column ``key`` as an object array; a missing column is named with the columns there are."""
+    if key not in data.column_names:
+        msg = f"dataset has no column {key!r} (columns: {data.column_names})"
+        raise InputKeyError(msg)
+    return np.asarray(data[key], dtype=object)
+
+
+def matching_rows(data, filter_data: dict) -> np.ndarray:
+    """Indices (sorted) of the examples whose columns hold an allowed value of ``filter_data``.
+
+    ``filter_data`` maps a column to an allowed value or list of values; values compare as text,
+    so ``1`` and ``"1"`` (as a command line gives it) match alike.
+    """
+    keep = np.ones(len(data), dtype=bool)
+    for key, allowed in filter_data.items():
+        allowed = list(allowed) if isinstance(allowed, (list, tuple, set)) else [allowed]
+        keep &= np.isin(column_values(data, key).astype(str), np.asarray(allowed, dtype=object).astype(str))
+    return np.flatnonzero(keep)

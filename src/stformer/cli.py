@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._config import add_dataclass_options, config_from_cli
-from ._constants import STAGES
+from ._constants import EVAL_METRICS_FILE, GENES_TABLE, STAGES
 from ._errors import InputError
 from ._files import write_json
 from .settings import ClassifyConfig, EmbedConfig, MediansConfig, PerturbConfig, PretrainConfig, TokenizerConfig
@@ -92,7 +92,7 @@ def _classify(args: argparse.Namespace) -> None:
             test_size=config.test_size,
             overwrite=args.overwrite,
         )
-        print((Path(args.out) / "eval_metrics.json").read_text())
+        print((Path(args.out) / EVAL_METRICS_FILE).read_text())
     elif args.action == "evaluate":
         metrics = classifier.evaluate(
             str(args.model), str(args.data), str(args.labels), str(args.out), overwrite=args.overwrite
@@ -137,7 +137,8 @@ def _perturb(args: argparse.Namespace) -> None:
     if genes.attrs["state_separation"] is not None:
         print(f"the model's embeddings separate the screened cells from the goal state's with a nearest-centroid "
               f"balanced accuracy of {genes.attrs['state_separation']:.2f} (chance 0.5)")  # fmt: skip
-    print(f"wrote {len(genes)} genes to {args.out}/genes.csv ({genes.attrs['skipped']} perturbations changed nothing)")
+    skipped = genes.attrs["skipped"]
+    print(f"wrote {len(genes)} genes to {args.out}/{GENES_TABLE}.csv ({skipped} perturbations changed nothing)")
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -16,9 +16,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from ._constants import STAGES
+from ._constants import EVAL_DATASET, LABELED_SUFFIX, MODEL_DIR, STAGES, STAMPS_DIR, VOCAB_FILE
 from ._files import atomic_path, file_identity, write_json
 from .settings import RunConfig, load_run_config
+
+CLASSIFY_PREFIX = "cells"  # the run's classifier files: cells_labeled.dataset, cells_id_class_dict.pkl
 
 
 def check_inputs(config: RunConfig) -> None:
@@ -39,17 +41,17 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
     check_inputs(config)
     paths = {
         "medians": out / "medians.json",
-        "vocab": out / "vocab.json",
+        "vocab": out / VOCAB_FILE,
         "tokenize": out / "tokens",
         "pretrain": out / "pretrain" / config.pretrain.run_name / "model",
         "classify": out / "classify",
-        "labeled": out / "classify" / "cells_labeled.dataset",
-        "eval": out / "classify" / "eval.dataset",
+        "labeled": out / "classify" / f"{CLASSIFY_PREFIX}{LABELED_SUFFIX}",
+        "eval": out / "classify" / EVAL_DATASET,
         "embed": out / "embeddings",
         "perturb": out / "perturb",
         "report": out / "report" / "summary.md",
     }
-    stamps = out / ".stages"
+    stamps = out / STAMPS_DIR
     stamps.mkdir(exist_ok=True)
     upstream, fingerprints = "", {}
     for stage in STAGES:
@@ -75,7 +77,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         "perturb": lambda: _perturb(config, paths, progress),
         "report": lambda: _report(config, paths, out),
     }
-    outputs = {**paths, "classify": paths["classify"] / "model"}
+    outputs = {**paths, "classify": paths["classify"] / MODEL_DIR}
     log = {}
     for stage in STAGES:
         stamp = stamps / f"{stage}.json"
@@ -194,7 +196,7 @@ def _adopt(settings, run_dir: Path, vocab_file: Path) -> None:
     with atomic_path(run_dir, overwrite=True) as target:
         model_dir = target / "model"
         BertForMaskedGenes.from_pretrained(settings.init_from).save_pretrained(model_dir)  # safetensors
-        write_json(folder.vocab, model_dir / "vocab.json")
+        write_json(folder.vocab, model_dir / VOCAB_FILE)
         build_custom_tokenizer(folder.vocab, model_max_length=folder.max_length).save_pretrained(model_dir)
 
 
@@ -203,7 +205,7 @@ def _classify(config: RunConfig, paths: dict) -> None:
 
     settings = config.classify_settings()
     classifier = GenericClassifier.from_config(settings)
-    data, labels = classifier.prepare_data(str(paths["tokenize"]), str(paths["classify"]), "cells")
+    data, labels = classifier.prepare_data(str(paths["tokenize"]), str(paths["classify"]), CLASSIFY_PREFIX)
     classifier.train(
         str(paths["pretrain"]),
         data,
@@ -231,7 +233,7 @@ def screen_model(config: RunConfig, paths: dict) -> tuple[Path, str]:
     if choice == "auto":
         choice = "classifier" if config.perturb.state_column == config.label_column else "pretrained"
     if choice == "classifier":
-        return paths["classify"] / "model", f"the cell classifier fine-tuned on `{config.label_column}`"
+        return paths["classify"] / MODEL_DIR, f"the cell classifier fine-tuned on `{config.label_column}`"
     return paths["pretrain"], "the pretrained model"
 
 

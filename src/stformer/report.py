@@ -17,7 +17,19 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from datasets import load_from_disk
 
-from ._constants import CELL_ID, LABEL, STAGES
+from ._constants import (
+    CELL_ID,
+    CONFUSION_SUFFIX,
+    EVAL_METRICS_FILE,
+    GENES_TABLE,
+    LABEL,
+    LOG_HISTORY_FILE,
+    PERTURB_FIGURE,
+    PREDICTIONS_FILE,
+    SCREEN_SETTINGS,
+    STAGES,
+    STAMPS_DIR,
+)
 from ._datasets import string_column
 from ._errors import InputKeyError
 from ._figures import new_figure, save_figure
@@ -213,7 +225,7 @@ def _curves(out: Path, path: Path) -> None:
     axes = fig.subplots(1, 2)
     sources = [(out / "pretrain", "pretraining (masked genes)"), (out / "classify", "fine-tuning")]
     for ax, (folder, title) in zip(axes, sources, strict=True):
-        logs = sorted(folder.glob("**/log_history.json"))
+        logs = sorted(folder.glob(f"**/{LOG_HISTORY_FILE}"))
         history = json.loads(logs[0].read_text()) if logs else []
         for key in ("loss", "eval_loss"):
             points = [(h["step"], h[key]) for h in history if key in h]
@@ -246,11 +258,11 @@ def _perturbation_lines(config, paths: dict, report: Path, top: int = 10) -> lis
     from .pipeline import screen_model
 
     settings, screen = config.perturb, paths["perturb"]
-    if settings is None or not (screen / "genes.csv").exists():
+    if settings is None or not (screen / f"{GENES_TABLE}.csv").exists():
         return []
-    genes = pd.read_csv(screen / "genes.csv")
-    shutil.copy(screen / "perturbation.png", report / "perturbation.png")
-    recorded = json.loads((screen / "settings.json").read_text())
+    genes = pd.read_csv(screen / f"{GENES_TABLE}.csv")
+    shutil.copy(screen / PERTURB_FIGURE, report / PERTURB_FIGURE)
+    recorded = json.loads((screen / SCREEN_SETTINGS).read_text())
     cells, separation = recorded["cells"], recorded.get("state_separation")
     goal = f", toward `{settings.goal_state}`" if settings.goal_state is not None else ""
     start = f" `{settings.start_state}`" if settings.start_state is not None else ""
@@ -292,7 +304,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
     """
     report = out / "report"
     report.mkdir(exist_ok=True)
-    metrics = json.loads((paths["classify"] / "eval_metrics.json").read_text())
+    metrics = json.loads((paths["classify"] / EVAL_METRICS_FILE).read_text())
     evaluation = load_from_disk(str(paths["eval"]))
     labeled = load_from_disk(str(paths["labeled"]))
     cells = string_column(labeled, CELL_ID)  # (labeled,) Arrow-backed: a million ids hold no Python strings
@@ -303,7 +315,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
     train, test = (cells[~held_out], labels[~held_out]), (np.asarray(cells[held_out]), labels[held_out])
     baseline = logistic_baseline(lambda ids: read_expression(config.data, config.input, vocab, ids), train, test)
     split = describe_split(labeled, evaluation, config.label_column, config.classify.split_column)
-    predictions = safe_load_pickle(paths["classify"] / "predictions.pkl")
+    predictions = safe_load_pickle(paths["classify"] / PREDICTIONS_FILE)
     order = pd.Index(evaluated).get_indexer(test[0])  # eval order -> labeled order
     predicted = np.asarray(predictions["predictions"])[order]
     spatial_lines, spatial = _spatial_section(
@@ -321,7 +333,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
         report / "metrics.json",
         overwrite=True,
     )
-    shutil.copy(paths["classify"] / "eval_confusion_matrix.png", report / "confusion_matrix.png")
+    shutil.copy(paths["classify"] / f"eval{CONFUSION_SUFFIX}", report / "confusion_matrix.png")
     embedded = read_embeddings(paths["embed"])["cells"]  # (all cells, hidden), memory-mapped
     column = load_from_disk(str(paths["tokenize"])).with_format("arrow")[config.label_column]
     encoded = pc.dictionary_encode(pc.fill_null(column.cast(pa.string()), "None")).combine_chunks()
@@ -330,7 +342,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
     method = _embedding_plot(np.asarray(embedded[drawn]), classes[codes[drawn]], report / "umap.png")
     drawn_note = f"; {len(drawn):,} of the {len(codes):,} cells, stratified" if len(drawn) < len(codes) else ""
     _curves(out, report / "training_curves.png")
-    stamps = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / ".stages").glob("*.json")}
+    stamps = {p.stem: json.loads(p.read_text())["seconds"] for p in (out / STAMPS_DIR).glob("*.json")}
     seconds = {stage: stamps[stage] for stage in STAGES if stage in stamps}
     subsample = (
         f" (a stratified subsample of {baseline['n_train']:,} of the {baseline['n_train_available']:,} training cells)"

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ._config import build_config, check_keys, load_config_file
+from ._constants import VOCAB_FILE
 from ._errors import InputError
 from ._files import load_mapping_file
-from .classify.training_args import translate_training_args
+from ._training_args import translate_training_args
 
 MODES = ("spot", "neighborhood")
 DUPLICATE_RULES = ("sum", "first", "error")
@@ -415,7 +416,7 @@ class RunConfig:
         """The given vocabulary: ``token_dictionary``, else the ``vocab.json`` of ``pretrain.init_from``."""
         if self.token_dictionary is not None or self.pretrain.init_from is None:
             return self.token_dictionary
-        own = Path(self.pretrain.init_from) / "vocab.json"
+        own = Path(self.pretrain.init_from) / VOCAB_FILE
         return str(own) if own.is_file() else None
 
     def medians_settings(self) -> MediansConfig:

@@ -12,7 +12,20 @@ import torch
 from datasets import Dataset, load_from_disk
 from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
-from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS, VOCAB_FILE
+from .._constants import (
+    EVAL_DATASET,
+    EVAL_METRICS_FILE,
+    ID_CLASS_SUFFIX,
+    IGNORE_INDEX,
+    INPUT_IDS,
+    LABEL,
+    LABELED_SUFFIX,
+    LABELS,
+    LOG_HISTORY_FILE,
+    MODEL_DIR,
+    PREDICTIONS_FILE,
+    VOCAB_FILE,
+)
 from .._datasets import example_lengths
 from .._errors import InputError, InputKeyError
 from .._files import atomic_path, write_json, write_pickle
@@ -35,8 +48,6 @@ from .model import BertForCellClassification, CellStatisticsCallback
 from .plots import plot_confusion_matrix, plot_predictions
 from .splits import split_cells, split_genes
 from .trainer import ClassifierTrainer, inference_arguments, predict_in_length_order
-
-MODEL_DIR, EVAL_DATASET, PREDICTIONS, METRICS = "model", "eval.dataset", "predictions.pkl", "eval_metrics.json"
 
 
 class GenericClassifier:
@@ -160,8 +171,8 @@ class GenericClassifier:
         if len(class_to_id) < 2:
             msg = f"only one class left after filtering ({list(class_to_id)}); a classifier needs two or more"
             raise InputError(msg)
-        dataset_path = out / f"{output_prefix}_labeled.dataset"
-        label_path = out / f"{output_prefix}_id_class_dict.pkl"
+        dataset_path = out / f"{output_prefix}{LABELED_SUFFIX}"
+        label_path = out / f"{output_prefix}{ID_CLASS_SUFFIX}"
         with atomic_path(dataset_path, overwrite=True) as tmp:
             data.save_to_disk(str(tmp))
         write_id_class_dict(class_to_id, label_path)
@@ -244,7 +255,7 @@ class GenericClassifier:
             trainer = self._trainer(model_checkpoint, train_data, eval_data, tokenizer, id_class, out)
             trainer.train()
         self._save(trainer, out / MODEL_DIR, id_class, folder.vocab)
-        write_json(trainer.state.log_history, out / "log_history.json", overwrite=True)
+        write_json(trainer.state.log_history, out / LOG_HISTORY_FILE, overwrite=True)
         self._write_predictions(trainer, eval_data, id_class, out)
         return trainer
 
@@ -282,8 +293,8 @@ class GenericClassifier:
     def _id_class(self, dataset_path: str | Path, data: Dataset) -> dict[int, str]:
         """Class names: the label map beside a prepared dataset, else the ids themselves."""
         path = Path(dataset_path)
-        candidate = path.with_name(path.name.replace("_labeled.dataset", "_id_class_dict.pkl"))
-        if path.name.endswith("_labeled.dataset") and candidate.exists():
+        candidate = path.with_name(path.name.replace(LABELED_SUFFIX, ID_CLASS_SUFFIX))
+        if path.name.endswith(LABELED_SUFFIX) and candidate.exists():
             return read_id_class_dict(candidate)
         column = LABEL if self.classifier_type == "sequence" else LABELS
         if column not in data.column_names:
@@ -398,11 +409,11 @@ class GenericClassifier:
         predicted, kept = flat_predictions(logits, labels)
         write_pickle(
             {"predictions": predicted.tolist(), "label_ids": kept.tolist(), "id_class_dict": id_class},
-            out / PREDICTIONS,
+            out / PREDICTIONS_FILE,
             overwrite=True,
         )
         metrics = full_metrics(kept, predicted, id_class)
-        write_json(metrics, out / METRICS, overwrite=True)
+        write_json(metrics, out / EVAL_METRICS_FILE, overwrite=True)
         self.plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), str(out), "eval", metrics["class_order"])
         return metrics
 
@@ -421,7 +432,7 @@ class GenericClassifier:
 
         Metrics already in ``output_directory`` are an error unless ``overwrite``.
         """
-        _refuse_existing(Path(output_directory) / METRICS, overwrite)
+        _refuse_existing(Path(output_directory) / EVAL_METRICS_FILE, overwrite)
         id_class = read_id_class_dict(id_class_dict_file)
         data = load_from_disk(str(eval_dataset_path))
         column = LABEL if self.classifier_type == "sequence" else LABELS

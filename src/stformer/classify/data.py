@@ -11,7 +11,8 @@ import numpy as np
 from datasets import Dataset, load_from_disk
 
 from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS
-from .._errors import InputError, InputKeyError
+from .._datasets import column_values, matching_rows
+from .._errors import InputError
 from ..vocab import load_token_dictionary
 
 __all__ = [
@@ -25,26 +26,6 @@ __all__ = [
 ]
 
 SEED = 42
-
-
-def _column(data: Dataset, key: str) -> np.ndarray:
-    if key not in data.column_names:
-        msg = f"dataset has no column {key!r} (columns: {data.column_names})"
-        raise InputKeyError(msg)
-    return np.asarray(data[key], dtype=object)
-
-
-def matching_rows(data: Dataset, filter_data: dict) -> np.ndarray:
-    """Indices (sorted) of the examples whose columns hold an allowed value of ``filter_data``.
-
-    ``filter_data`` maps a column to an allowed value or list of values; values compare as text,
-    so ``1`` and ``"1"`` (as a command line gives it) match alike.
-    """
-    keep = np.ones(len(data), dtype=bool)
-    for key, allowed in filter_data.items():
-        allowed = list(allowed) if isinstance(allowed, (list, tuple, set)) else [allowed]
-        keep &= np.isin(_column(data, key).astype(str), np.asarray(allowed, dtype=object).astype(str))
-    return np.flatnonzero(keep)
 
 
 def load_and_filter(filter_data: dict | None, nproc: int, input_data: str | Dataset) -> Dataset:
@@ -66,7 +47,7 @@ def remove_rare(data: Dataset, rare_threshold: float, state_key: str, nproc: int
     """Drop examples whose ``state_key`` value makes up less than ``rare_threshold`` of all."""
     if rare_threshold <= 0:
         return data
-    values = _column(data, state_key)
+    values = column_values(data, state_key)
     counts = Counter(values.tolist())
     kept = [v for v, n in counts.items() if n / len(values) >= rare_threshold]
     return data.select(np.flatnonzero(np.isin(values, np.asarray(kept, dtype=object))))
@@ -132,7 +113,7 @@ def label_classes(
     column (-100 elsewhere); examples without any labeled gene are dropped.
     """
     if classifier == "cell":
-        values = _column(data, LABEL)
+        values = column_values(data, LABEL)
         classes = sorted(set(values.tolist()), key=str)
         class_to_id = {c: i for i, c in enumerate(classes)}
         ids = [class_to_id[v] for v in values.tolist()]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._constants import CONFUSION_SUFFIX
 from .._errors import InputError
 from .._figures import new_figure, save_figure
 from .._files import safe_load_pickle
@@ -50,7 +51,7 @@ def plot_confusion_matrix(conf_mat: Any, output_directory: str, output_prefix: s
     """Save a row-normalized confusion matrix (rows: true, columns: predicted) as PNG."""
     matrix = _as_matrix(conf_mat, class_order)
     normalized = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    path = Path(output_directory) / f"{output_prefix}_confusion_matrix.png"
+    path = Path(output_directory) / f"{output_prefix}{CONFUSION_SUFFIX}"
     _heatmap(normalized, class_order, class_order, "Confusion matrix (row-normalized)", "predicted class", path)
     return path
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from .._config import choose_closest
 from .._errors import InputError
-from ..pretrain.setup import choose_closest
 
 METRIC, MODE = "macro_f1", "max"
 

@@ -16,8 +16,18 @@ from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 
 from .._config import build_config
-from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
-from .._datasets import example_lengths
+from .._constants import (
+    CELL_ID,
+    CELLS_TABLE,
+    CLS_TOKEN,
+    GENE_SHIFTS,
+    GENES_TABLE,
+    INPUT_IDS,
+    PAD_TOKEN,
+    PERTURB_FIGURE,
+    SCREEN_SETTINGS,
+)
+from .._datasets import example_lengths, matching_rows
 from .._distributed import barrier, ranks
 from .._errors import InputError
 from .._figures import new_figure, save_figure
@@ -26,13 +36,11 @@ from .._hardware import bf16_is_fast
 from .._inference import encoder_on
 from .._warnings import StformerWarning
 from ..checkpoints import fit_to_model, open_model_folder
-from ..classify.data import matching_rows
 from ..settings import PerturbConfig
 from ..vocab import cell_frame, special_token_ids
 from .engine import Perturbation, cell_embeddings, perturbation_shifts
 from .statistics import GOAL_SHIFT, gene_statistics, state_separation
 
-GENES_TABLE, CELLS_TABLE, GENE_SHIFTS, FIGURE = "genes", "cells.parquet", "gene_shifts", "perturbation.png"
 MAX_GENE_SHIFT_ROWS = 20_000_000
 SEPARATION_WARNING = 0.75  # state separation below which the screen warns that its space cannot answer
 
@@ -119,7 +127,7 @@ def perturb(
         shutil.rmtree(work)
     barrier(device)
     genes = pd.read_parquet(out / f"{GENES_TABLE}.parquet")
-    recorded = json.loads((out / "settings.json").read_text())
+    recorded = json.loads((out / SCREEN_SETTINGS).read_text())
     genes.attrs["skipped"], genes.attrs["state_separation"] = (
         recorded["skipped_perturbations"],
         recorded["state_separation"],
@@ -285,7 +293,7 @@ def _merge(work: Path, out: Path, n_chunks: int, config: PerturbConfig, vocab, o
         table.to_parquet(tmp / CELLS_TABLE, index=False)
         genes.to_csv(tmp / f"{GENES_TABLE}.csv", index=False)
         genes.to_parquet(tmp / f"{GENES_TABLE}.parquet", index=False)
-        plot_screen(genes, table, config, tmp / FIGURE)
+        plot_screen(genes, table, config, tmp / PERTURB_FIGURE)
         if config.gene_shifts:
             shifts = pd.concat([pd.read_parquet(work / _chunk_name(k, GENE_SHIFTS)) for k in range(n_chunks)])
             shifts.to_parquet(tmp / f"{GENE_SHIFTS}.parquet", index=False)
@@ -299,7 +307,7 @@ def _merge(work: Path, out: Path, n_chunks: int, config: PerturbConfig, vocab, o
             "state_separation": separation,
             "random_genes": genes.attrs["random_genes"],
         }
-        (tmp / "settings.json").write_text(json.dumps(settings, indent=1))
+        (tmp / SCREEN_SETTINGS).write_text(json.dumps(settings, indent=1))
 
 
 def _chunk_name(k: int, kind: str = "cells") -> str:

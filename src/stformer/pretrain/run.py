@@ -17,7 +17,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .._config import build_config, load_config_file
-from .._constants import LENGTHS_FILE, NEIGHBOR_START, PAD_TOKEN, VOCAB_FILE
+from .._constants import LENGTHS_FILE, LOG_HISTORY_FILE, NEIGHBOR_START, PAD_TOKEN, TRAINING_SUMMARY_FILE, VOCAB_FILE
 from .._errors import InputError
 from .._files import write_json, write_pickle
 from .._hardware import bf16_is_fast
@@ -199,7 +199,7 @@ def _split(dataset, lengths: list[int], config: PretrainConfig, dirs: dict):
         raise InputError(msg)
     order = np.random.default_rng(config.seed).permutation(n)
     eval_idx, train_idx = np.sort(order[:n_eval]), np.sort(order[n_eval:])
-    path = dirs["training"] / "train_lengths.pkl"  # written anew: a resumed run gets the same (seeded) split
+    path = dirs["training"] / f"train_{LENGTHS_FILE}"  # written anew: a resumed run gets the same (seeded) split
     write_pickle([lengths[i] for i in train_idx], path, overwrite=True)
     return dataset.select(train_idx), dataset.select(eval_idx), path
 
@@ -214,5 +214,5 @@ def _save_final(trainer: STFormerPretrainer, vocab: dict, dirs: dict, summary: d
     (partial / "training_args.bin").unlink(missing_ok=True)  # a pickle; summary.json has the settings
     shutil.rmtree(dirs["model"], ignore_errors=True)
     partial.rename(dirs["model"])
-    write_json(trainer.state.log_history, dirs["logging"] / "log_history.json", overwrite=True)
-    write_json(json.loads(json.dumps(summary, default=str)), dirs["logging"] / "summary.json", overwrite=True)
+    write_json(trainer.state.log_history, dirs["logging"] / LOG_HISTORY_FILE, overwrite=True)
+    write_json(json.loads(json.dumps(summary, default=str)), dirs["logging"] / TRAINING_SUMMARY_FILE, overwrite=True)

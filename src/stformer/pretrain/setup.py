@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 import random
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .._config import choose_closest
 from .._errors import InputError
 from .._warnings import StformerWarning
 
@@ -40,32 +39,6 @@ def make_output_dirs(output_dir: str | Path, run_name: str) -> dict[str, Path]:
     for path in paths.values():
         path.mkdir(parents=True, exist_ok=True)
     return paths
-
-
-def choose_closest(
-    name: str,
-    supported: Sequence[str],
-    unsupported: Sequence[str] | None = None,
-    cutoff: float = 0.4,
-) -> str:
-    """Return the option in ``supported`` closest to ``name`` (case-insensitive fuzzy match).
-
-    Raises ``ValueError`` when ``name`` is in ``unsupported`` or nothing is similar enough.
-
-    >>> choose_closest("adamw", ["AdamW", "Lamb"])
-    'AdamW'
-    """
-    lowered = {s.lower(): s for s in supported}
-    if unsupported and name.lower() in {u.lower() for u in unsupported}:
-        msg = f"{name!r} is not supported; choose one of {list(supported)}"
-        raise InputError(msg)
-    if name.lower() in lowered:
-        return lowered[name.lower()]
-    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=cutoff)
-    if not match:
-        msg = f"{name!r} is not a known option; choose one of {list(supported)}"
-        raise InputError(msg)
-    return lowered[match[0]]
 
 
 DEEPSPEED_OPTIMIZERS = ("Adam", "AdamW", "Lamb", "OneBitAdam", "OneBitLamb", "ZeroOneAdam", "Adagrad")

@@ -7,8 +7,8 @@ import difflib
 import warnings
 from typing import Any
 
-from .._errors import InputError
-from .._warnings import StformerWarning
+from ._errors import InputError
+from ._warnings import StformerWarning
 
 # Renamed in transformers 5: old name -> (new name, how the value carries over).
 RENAMED = {
