@@ -267,7 +267,7 @@ class EmbedConfig:
     genes: bool = False  # also each gene's hidden state averaged over the cells expressing it
     pooling: str = "mean"  # cell embedding: "mean" over its genes, or "cls": its <cls> token's state (V2 models)
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-    bf16: bool | None = None  # None: where the device is fast at it (CUDA, CPUs with AMX or AVX512-BF16)
+    bf16: bool | None = None  # None: where the device is fast at it (CUDA; CPUs whose bf16 products are faster)
     token_dictionary: str | None = None  # the model's dictionary when its folder has none (default: the tokens')
 
     def __post_init__(self) -> None:
@@ -311,6 +311,7 @@ class PerturbConfig:
     batch_size: int = 8  # sequences of 2,048 genes per forward pass (shorter: more), 1.1-1.9 GB at the default shape
     chunk_cells: int = 64  # cells screened and written together (a killed run resumes after the last chunk)
     device: str = "auto"  # "auto" (CUDA when present, this rank's GPU under torchrun), "cpu" or "cuda"
+    bf16: bool | None = None  # None: where the device is fast at it (CUDA; CPUs whose bf16 products are faster)
     seed: int = 42  # cell draw and null genes
     token_dictionary: str | None = None  # the model's dictionary when its folder has none (default: the tokens')
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
@@ -20,9 +20,7 @@ from .._datasets import example_lengths
 from .._distributed import all_reduce_sum, barrier, ranks
 from .._errors import InputError
 from .._files import atomic_path
-from .._hardware import bf16_is_fast
-from .._inference import encoder_on, hidden_states
-from ..checkpoints import fit_to_model, open_model_folder
+from .._inference import hidden_states, open_for_inference
 from ..settings import EmbedConfig
 from ..vocab import special_token_ids
 
@@ -72,17 +70,10 @@ def embed(
     if out is None and world > 1:
         msg = "under torchrun / accelerate launch, give embed an output folder (out=, --out) that the ranks share"
         raise InputError(msg)
-    data = load_from_disk(str(dataset)) if isinstance(dataset, (str, Path)) else dataset
-    if INPUT_IDS not in data.column_names or len(data) == 0:
-        msg = f"{dataset}: expected a non-empty token dataset with an {INPUT_IDS!r} column"
-        raise InputError(msg)
-    folder = open_model_folder(
-        model_dir, config.token_dictionary, tokens=dataset if isinstance(dataset, (str, Path)) else None
+    data, folder, model, device, bf16 = open_for_inference(
+        model_dir, dataset, config.token_dictionary, config.device, config.bf16
     )
-    data = fit_to_model(data, folder, source=str(dataset) if isinstance(dataset, (str, Path)) else "the token dataset")
     model_config = folder.config
-    model, device = encoder_on(folder, config.device)
-    bf16 = bf16_is_fast(device.type) if config.bf16 is None else config.bf16
     n_layers, hidden_size, vocab_size = (
         model_config.num_hidden_layers,
         model_config.hidden_size,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from datasets import Dataset, load_from_disk
+from datasets import Dataset
 from tqdm.auto import tqdm
 
 from .._config import build_config
@@ -32,10 +32,8 @@ from .._distributed import barrier, ranks
 from .._errors import InputError
 from .._figures import new_figure, save_figure
 from .._files import atomic_path, file_identity, load_mapping_file
-from .._hardware import bf16_is_fast
-from .._inference import encoder_on
+from .._inference import open_for_inference
 from .._warnings import StformerWarning
-from ..checkpoints import fit_to_model, open_model_folder
 from ..settings import PerturbConfig
 from ..vocab import cell_frame, special_token_ids
 from .engine import Perturbation, cell_embeddings, perturbation_shifts
@@ -95,13 +93,11 @@ def perturb(
     if out.exists() and not overwrite:
         msg = f"{out} already exists; choose another output folder or pass overwrite=True (--overwrite)"
         raise FileExistsError(msg)
-    data = load_from_disk(str(tokens)) if isinstance(tokens, (str, Path)) else tokens
-    on_disk = isinstance(tokens, (str, Path))
-    folder = open_model_folder(model_dir, config.token_dictionary, tokens=tokens if on_disk else None)
-    data, vocab = fit_to_model(data, folder, source=str(tokens) if on_disk else "the token dataset"), folder.vocab
+    data, folder, model, device, bf16 = open_for_inference(
+        model_dir, tokens, config.token_dictionary, config.device, config.bf16
+    )
+    vocab = folder.vocab
     rank, world, _ = ranks()
-    model, device = encoder_on(folder, config.device)
-    bf16 = bf16_is_fast(device.type)
     special = np.asarray(special_token_ids(vocab))
     frame = cell_frame(vocab) if len(data) and data[0][INPUT_IDS][0] == vocab.get(CLS_TOKEN) else None
     reading = {"pad_id": vocab[PAD_TOKEN], "bf16": bf16, "frame": frame, "special": special}
