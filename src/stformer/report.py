@@ -281,7 +281,8 @@ def _perturbation_lines(config, paths: dict, report: Path, top: int = 10) -> lis
         "",
         f"{len(genes)} genes perturbed in {cells}{start} cells{goal}; {int((genes['fdr'] < 0.05).sum())} with "
         f"FDR < 0.05. Effect: the gene's mean {measure} minus that of rank-matched random genes of the same "
-        "cells, with a 95% interval from resampling cells (Welch's t-test, Benjamini-Hochberg). "
+        "cells, with a 95% interval from resampling cells; tested against the spread of random genes' effects "
+        "(stformer.perturbation.statistics), Benjamini-Hochberg FDR. "
         f"Top {len(rows)} (all in `perturb/genes.csv`; plot `perturbation.png`):",
         "",
         "| gene | cells | effect | 95% interval | FDR |",

@@ -62,10 +62,11 @@ def perturb(
 
     Null and test: for every screened (cell, gene), ``null_draws`` other expressed genes of the
     same cell at the nearest ranks (drawn among the ``2 * null_draws`` nearest, the screened
-    genes excluded) are perturbed the same way. Each gene's effects over its cells (the goal
-    shift, else 1 - similarity) are compared with its cells' null means, the cell as the unit:
-    Welch's t-test, a bootstrap 95% interval of the difference, Benjamini-Hochberg FDR over genes
-    (:mod:`stformer.perturbation.statistics` states the null hypothesis).
+    genes excluded) are perturbed the same way. Each gene's effect (the goal shift, else
+    1 - similarity) is its mean over cells of the difference from the median of its draws, with
+    a bootstrap 95% interval over cells, tested against the spread of random genes' effects, with
+    Benjamini-Hochberg FDR over genes (:mod:`stformer.perturbation.statistics` states the null
+    hypothesis and the test).
 
     With a goal state, ``settings.json`` records ``state_separation``: how well the model's
     embeddings tell the screened cells from the goal state's (cross-validated nearest-centroid

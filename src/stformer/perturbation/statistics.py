@@ -15,7 +15,8 @@ a random gene that the same cells express at about g's rank. Two sources of vari
   empirical null, Efron 2004: most genes move a cell no more than random ones); with fewer, the
   draws, grouped by the gene drawn (each draw minus the median of the rest of its group).
 
-``z = (effect_g - mu0) / sqrt(tau^2 + se_g^2)`` with ``se_g`` the cells' standard error, a
+``z = (effect_g - mu0) / sqrt(tau^2 + se_g^2)`` with ``se_g`` the cells' standard error (the
+variance over cells at least the typical gene's; ``MIN_CELLS`` cells or more), a
 two-sided normal p-value, and Benjamini-Hochberg FDR over genes. (A test on the cells alone, paired
 or not, is miscalibrated: paired, it calls genes with small fixed effects of the model's own even
 in a classifier trained on shuffled labels; unpaired, it is conservative, since a gene and its
@@ -36,6 +37,7 @@ from .._errors import InputError
 GOAL_SHIFT = "goal_shift"
 BOOTSTRAP_RESAMPLES = 999
 MAD_TO_SD = 1.4826  # a normal distribution's standard deviation per median absolute deviation
+MIN_CELLS = 3  # cells a gene needs for a p-value
 EMPIRICAL_NULL_GENES = 20  # genes tested from which on they are their own reference (else the draws)
 
 
@@ -64,6 +66,7 @@ def gene_statistics(table: pd.DataFrame, goal_state: str | None, *, seed: int = 
     screened = _gene_effects(table[~table["null"]])
     reference = "screened genes" if len(screened) >= EMPIRICAL_NULL_GENES else "draws"
     mu0, tau = _spread(screened if reference == "screened genes" else _gene_effects(table[table["null"]]))
+    floor = float(screened["var"].median()) if len(screened) else np.nan  # the typical gene's variance over cells
     shift_columns = [c for c in table.columns if c == GOAL_SHIFT or c.startswith("shift_to_")]
     rng = np.random.default_rng(seed)
     rows = []
@@ -78,7 +81,7 @@ def gene_statistics(table: pd.DataFrame, goal_state: str | None, *, seed: int = 
         for column in shift_columns:
             row[f"{column}_mean"] = float(part[column].mean())
             row[f"{column}_median"] = float(part[column].median())
-        row.update(_versus_random_genes(differences, mu0, tau, rng))
+        row.update(_versus_random_genes(differences, mu0, tau, floor, rng))
         rows.append(row)
     genes = pd.DataFrame(rows)
     if genes.empty:
@@ -134,14 +137,20 @@ def leave_one_out_medians(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _versus_random_genes(differences: np.ndarray, mu0: float, tau: float, rng: np.random.Generator) -> dict:
-    """Effect (mean difference over cells), its 95% bootstrap interval, and the p-value against random genes."""
+def _versus_random_genes(
+    differences: np.ndarray, mu0: float, tau: float, floor: float, rng: np.random.Generator
+) -> dict:
+    """Effect (mean difference over cells), its 95% bootstrap interval, and the p-value against random genes.
+
+    Tested from ``MIN_CELLS`` cells on; the variance over cells is at least ``floor`` (the typical
+    gene's), so that a gene seen in a few cells that happen to agree is not taken as certain.
+    """
     n = len(differences)
     out = {"n_null_cells": n, "effect": float(differences.mean()) if n else np.nan}
     out["effect_ci_low"] = out["effect_ci_high"] = out["p_value"] = np.nan
-    if n < 2 or np.isnan(tau):
+    if n < MIN_CELLS or np.isnan(tau):
         return out
-    se2 = float(differences.var(ddof=1)) / n
+    se2 = max(float(differences.var(ddof=1)), floor) / n
     if tau**2 + se2 > 0:
         out["p_value"] = float(2 * norm.sf(abs(out["effect"] - mu0) / np.sqrt(tau**2 + se2)))
     if np.ptp(differences) > 0:
