@@ -89,6 +89,49 @@ def test_run_end_to_end_and_resume_one_stage(tmp_path, capsys):
     assert len(load_from_disk(str(out / "tokens"))) == 120
 
 
+@pytest.mark.slow
+def test_run_reports_the_pretraining_gain_and_label_efficiency(tmp_path):
+    path = _config(tmp_path, make_adata(160, 50, expressed=20, seed=5))
+    config = yaml.safe_load(path.read_text())
+    config["classify"].update(random_init_baseline=True, label_fractions=[0.25, 1.0])
+    path.write_text(yaml.safe_dump(config))
+    run_pipeline(load_run_config(path), progress=False)
+    out, classify = tmp_path / "out", tmp_path / "out" / "classify"
+    arms = json.loads((classify / "arms" / "arms_summary.json").read_text())
+    assert {(a["initialization"], a["fraction"]) for a in arms} == {
+        (i, f) for i in ("pretrained", "random") for f in (0.25, 1.0)
+    }
+    held = load_from_disk(str(classify / "eval.dataset"))["cell_id"]
+    labeled = load_from_disk(str(classify / "cells_labeled.dataset"))
+    n_train = len(labeled) - len(held)
+    for arm in arms:
+        folder = classify / arm["folder"]
+        assert load_from_disk(str(folder / "eval.dataset"))["cell_id"] == held  # the same held-out cells
+        assert arm["macro_f1"] == json.loads((folder / "eval_metrics.json").read_text())["macro_f1"]
+    share = load_from_disk(str(classify / "arms" / "pretrained-0.25" / "train.dataset"))
+    assert not set(share["cell_id"]) & set(held) and abs(len(share) - 0.25 * n_train) <= 3
+    assert set(share["label"]) == set(labeled["label"])  # stratified: every class
+    start = AutoConfig.from_pretrained(classify / "arms" / "random_initialization")
+    assert start.hidden_size == AutoConfig.from_pretrained(out / "pretrain" / "pretrain" / "model").hidden_size
+    pretrained_w = safe_open_tensor(out / "pretrain" / "pretrain" / "model", "bert.embeddings.word_embeddings.weight")
+    random_w = safe_open_tensor(classify / "arms" / "random_initialization", "bert.embeddings.word_embeddings.weight")
+    assert not np.allclose(pretrained_w, random_w)
+    summary = (out / "report" / "summary.md").read_text()
+    by = {(a["initialization"], a["fraction"]): a["macro_f1"] for a in arms}
+    gain = by["pretrained", 1.0] - by["random", 1.0]
+    assert f"| {by['random', 1.0]:.3f} |" in summary and f"{gain:+.3f} macro-F1" in summary
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    expected = _independent_baseline(tmp_path, out, ["cells"], None, train_ids=set(share["cell_id"]))
+    assert metrics["logistic_regression_by_fraction"]["0.25"] == pytest.approx(expected, abs=1e-9)
+    assert (out / "report" / "label_efficiency.png").stat().st_size > 1000
+
+
+def safe_open_tensor(folder, name):
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "model.safetensors"))[name]
+
+
 def test_run_fails_early_on_a_missing_label(tmp_path):
     adata = make_adata(30, 20, expressed=8)
     path = _config(tmp_path, adata)
@@ -129,8 +172,11 @@ def _two_slides(tmp_path):
         )
 
 
-def _independent_baseline(tmp_path, out, files, layer):
-    """Logistic regression on log1p(CP10k) of ``layer`` (None: X), vocabulary genes, the run's own split."""
+def _independent_baseline(tmp_path, out, files, layer, train_ids=None):
+    """Logistic regression on log1p(CP10k) of ``layer`` (None: X), vocabulary genes, the run's own split.
+
+    ``train_ids``: only these of the training cells (a share of the labels).
+    """
     adata = ad.concat({n: ad.read_h5ad(tmp_path / f"{n}.h5ad") for n in files}, label="file", index_unique=":")
     names = zip(adata.obs["file"], adata.obs_names, strict=True)
     adata.obs_names = [f"{f}:{name.rsplit(':', 1)[0]}" for f, name in names]
@@ -141,7 +187,11 @@ def _independent_baseline(tmp_path, out, files, layer):
     labeled = load_from_disk(str(out / "classify" / "cells_labeled.dataset"))
     held = set(load_from_disk(str(out / "classify" / "eval.dataset"))["cell_id"])
     row = {c: i for i, c in enumerate(adata.obs_names)}
-    train = [(row[c], y) for c, y in zip(labeled["cell_id"], labeled["label"], strict=True) if c not in held]
+    train = [
+        (row[c], y)
+        for c, y in zip(labeled["cell_id"], labeled["label"], strict=True)
+        if c not in held and (train_ids is None or c in train_ids)
+    ]
     test = [(row[c], y) for c, y in zip(labeled["cell_id"], labeled["label"], strict=True) if c in held]
     model = LogisticRegression(max_iter=2000).fit(x[[r for r, _ in train]], [y for _, y in train])
     return f1_score([y for _, y in test], model.predict(x[[r for r, _ in test]]), average="macro")

@@ -6,7 +6,8 @@ import scipy.sparse as sp
 from synthetic import make_adata
 
 from stformer import InputOptions, TokenizerConfig
-from stformer.report import logistic_baseline, stratified_subsample
+from stformer._sampling import stratified_subsample
+from stformer.report import logistic_baseline
 from stformer.tokenize import forget_input_files, read_coordinates, read_expression, read_neighbor_expression
 from stformer.tokenize.neighbors import spatial_neighbors
 

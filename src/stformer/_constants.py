@@ -31,6 +31,7 @@ PREDICTIONS_FILE = "predictions.pkl"  # a classifier's held-out predictions
 EVAL_METRICS_FILE = "eval_metrics.json"  # a classifier's held-out metrics
 LABELED_SUFFIX, ID_CLASS_SUFFIX = "_labeled.dataset", "_id_class_dict.pkl"  # classify prepare: {prefix}...
 CONFUSION_SUFFIX = "_confusion_matrix.png"  # {prefix}_confusion_matrix.png
+ARMS_DIR, ARMS_SUMMARY, TRAIN_DATASET = "arms", "arms_summary.json", "train.dataset"  # classify arms (run)
 GENES_TABLE, CELLS_TABLE, GENE_SHIFTS = "genes", "cells.parquet", "gene_shifts"  # perturb: genes.csv / .parquet ...
 PERTURB_FIGURE, SCREEN_SETTINGS = "perturbation.png", "settings.json"  # perturb
 

@@ -1,4 +1,4 @@
-"""Length-grouped training order shared by pretraining and classification."""
+"""Length-grouped training order shared by pretraining and classification; stratified subsamples."""
 
 from __future__ import annotations
 
@@ -54,3 +54,15 @@ class LengthGroupedSampler(Sampler[int]):
             longest = int(np.argmax([self.lengths[b].max() for b in batches]))
             batches[0], batches[longest] = batches[longest], batches[0]
         return iter(np.concatenate(batches + short).tolist())
+
+
+def stratified_subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of about ``n`` of ``labels``, each class in proportion (at least one cell each)."""
+    if len(labels) <= n:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(members, max(1, round(len(members) * n / len(labels))), replace=False)
+        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
+    ]
+    return np.sort(np.concatenate(chosen))

@@ -202,6 +202,7 @@ def _adopt(settings, run_dir: Path, vocab_file: Path) -> None:
 
 def _classify(config: RunConfig, paths: dict) -> None:
     from .classify import GenericClassifier
+    from .classify.arms import train_arms
 
     settings = config.classify_settings()
     classifier = GenericClassifier.from_config(settings)
@@ -214,6 +215,8 @@ def _classify(config: RunConfig, paths: dict) -> None:
         id_class_dict_file=labels,
         overwrite=True,
     )
+    if settings.random_init_baseline or settings.label_fractions:
+        train_arms(classifier, settings, paths["pretrain"], Path(data), Path(labels), paths["classify"])
 
 
 def _embed(config: RunConfig, paths: dict, progress: bool) -> None:

@@ -34,6 +34,8 @@ from ._datasets import string_column
 from ._errors import InputKeyError
 from ._figures import new_figure, save_figure
 from ._files import safe_load_pickle, write_json
+from ._report_arms import arms_section
+from ._sampling import stratified_subsample
 from .embedding import read_embeddings
 from .tokenize import forget_input_files, read_coordinates, read_expression, read_neighbor_expression
 from .vocab import load_token_dictionary
@@ -46,18 +48,6 @@ SPATIAL_BASELINE_MAX_TRAIN = 10_000  # the same with neighbor-averaged expressio
 BASELINE_CHUNK = 10_000  # held-out cells read and predicted at once
 NEIGHBOR_READ = 2_500  # cells whose neighbors are read at once
 MAP_MAX_CELLS = 50_000  # cells drawn in the embedding map (stratified subsample)
-
-
-def stratified_subsample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of about ``n`` of ``labels``, each class in proportion (at least one cell each)."""
-    if len(labels) <= n:
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    chosen = [
-        rng.choice(members, max(1, round(len(members) * n / len(labels))), replace=False)
-        for members in (np.flatnonzero(labels == c) for c in np.unique(labels))
-    ]
-    return np.sort(np.concatenate(chosen))
 
 
 def logistic_baseline(
@@ -314,7 +304,11 @@ def write_report(config, out: Path, paths: dict) -> Path:
     labels = labeled.with_format("arrow")[LABEL].to_numpy()
     vocab = load_token_dictionary(paths["vocab"])
     train, test = (cells[~held_out], labels[~held_out]), (np.asarray(cells[held_out]), labels[held_out])
-    baseline = logistic_baseline(lambda ids: read_expression(config.data, config.input, vocab, ids), train, test)
+    expression = lambda ids: read_expression(config.data, config.input, vocab, ids)  # noqa: E731
+    baseline = logistic_baseline(expression, train, test)
+    arm_rows, arm_lines, arms = arms_section(
+        paths["classify"], baseline, lambda ids, y: logistic_baseline(expression, (ids, y), test), report
+    )
     split = describe_split(labeled, evaluation, config.label_column, config.classify.split_column)
     predictions = safe_load_pickle(paths["classify"] / PREDICTIONS_FILE)
     order = pd.Index(evaluated).get_indexer(test[0])  # eval order -> labeled order
@@ -329,6 +323,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
             "logistic_regression_macro_f1": baseline["macro_f1"],
             "logistic_regression": {k: v for k, v in baseline.items() if k != "predicted"},
             **spatial,
+            **arms,
             "split": split,
         },
         report / "metrics.json",
@@ -360,7 +355,9 @@ def write_report(config, out: Path, paths: dict) -> Path:
         f"| stformer (fine-tuned) | {metrics['macro_f1']:.3f} | {metrics['accuracy']:.3f} |",
         f"| logistic regression on log1p(CP10k), same split{subsample} | {baseline['macro_f1']:.3f} | "
         f"{baseline['accuracy']:.3f} |",
+        *arm_rows,
         *spatial_lines,
+        *arm_lines,
         "",
         f"Plots: `confusion_matrix.png`, `umap.png` ({method} of the cell embeddings{drawn_note}), "
         "`training_curves.png`.",

@@ -225,6 +225,8 @@ class ClassifyConfig:
     fast_kernels: bool = True  # stformer's CPU kernels for training and prediction (see stformer._kernels)
     seed: int = 42  # split, shuffles and training
     test_size: float = 0.2  # held-out share when train() splits the data
+    random_init_baseline: bool = False  # stformer run: also fine-tune a randomly initialized model (pretraining's gain)
+    label_fractions: list[float] | None = None  # stformer run: also fine-tune on these shares of the training labels
 
     def __post_init__(self) -> None:
         if self.classifier_type not in CLASSIFIER_TYPES:
@@ -254,6 +256,11 @@ class ClassifyConfig:
             raise InputError(msg)
         if not 0 < self.test_size < 1:
             msg = f"test_size must lie in (0, 1), got {self.test_size}"
+            raise InputError(msg)
+        if isinstance(self.label_fractions, str):
+            self.label_fractions = [float(f) for f in self.label_fractions.split(",") if f]
+        if any(not 0 < f <= 1 for f in self.label_fractions or []):
+            msg = f"label_fractions must lie in (0, 1], got {self.label_fractions}"
             raise InputError(msg)
         self.training_args = translate_training_args(self.training_args)
 
