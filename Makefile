@@ -2,11 +2,12 @@
 #   make demo   - end-to-end run on real PBMC data shipped inside scanpy (no network at run time)
 #   make demo-spatial - four Visium DLPFC slices (fetched once from PyPI: paste2's source distribution)
 #   make test   - the test suite
+#   make docs   - the documentation site (site/), warnings and broken links as errors
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-spatial test test-fast lint bench clean
+.PHONY: demo demo-spatial test test-fast docs lint bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt src/stformer/_native.c
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +34,11 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed  # skips the end-to-end tests marked slow
 	$(PY) -m pytest -q -m "not slow"
 
+docs: $(VENV)/.installed  # mkdocs-material + mkdocstrings; the references are generated (docs/hooks.py)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict  # not --quiet: it hides the warnings that --strict fails on
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) demo_output demo_spatial_output
+	rm -rf $(VENV) demo_output demo_spatial_output site

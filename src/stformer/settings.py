@@ -362,9 +362,7 @@ class RunConfig:
     output_dir: str  # every stage writes below it
     label_column: str  # obs column to classify (carried into the token dataset)
     gene_medians: str | None = None  # medians file (e.g. Geneformer's .pkl) instead of medians of these cells
-    token_dictionary: str | None = (
-        None  # vocabulary file (e.g. Geneformer's .pkl) instead of one built from the medians
-    )
+    token_dictionary: str | None = None  # vocabulary file (e.g. Geneformer's .pkl) instead of one from the medians
     input: InputOptions = field(default_factory=InputOptions)  # how every stage reads the files
     medians: MediansConfig = field(default_factory=MediansConfig)  # method and chunk size
     tokenize: TokenizerConfig = field(default_factory=TokenizerConfig)  # mode, lengths, neighbors, columns
