@@ -88,16 +88,22 @@ def load_mapping_file(path: str | Path) -> Any:
         raise InputError(msg) from err
 
 
+def refuse_existing(path: str | Path, overwrite: bool) -> Path:
+    """``path`` as a Path; an error if it exists and ``overwrite`` is false (nothing already written is replaced)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        msg = f"{path} already exists; choose another output path or pass overwrite=True (--overwrite)"
+        raise FileExistsError(msg)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` only when the block succeeds.
 
     An existing ``final`` is an error unless ``overwrite``; on failure nothing is left behind.
     """
-    final = Path(final)
-    if final.exists() and not overwrite:
-        msg = f"{final} already exists; choose another output path or pass overwrite=True (--overwrite)"
-        raise FileExistsError(msg)
+    final = refuse_existing(final, overwrite)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     target = tmp / final.name

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from datasets import Dataset, load_from_disk
-from transformers import BertConfig, BertForTokenClassification, TrainingArguments
 
 from .._constants import (
     EVAL_DATASET,
@@ -24,27 +21,32 @@ from .._constants import (
     LOG_HISTORY_FILE,
     MODEL_DIR,
     PREDICTIONS_FILE,
-    VOCAB_FILE,
 )
 from .._datasets import example_lengths
 from .._errors import InputError, InputKeyError
-from .._files import atomic_path, write_json, write_pickle
-from .._hardware import bf16_is_fast
+from .._files import atomic_path, refuse_existing, write_json, write_pickle
 from ..checkpoints import fit_to_model, open_model_folder
 from ..hf_tokenizer import build_custom_tokenizer
 from ..settings import ClassifyConfig
-from ..vocab import special_token_ids
-from .collators import DataCollatorForCellClassification, DataCollatorForGeneClassification
 from .data import (
     downsample_and_shuffle,
+    label_cells,
     label_classes,
     load_and_filter,
     remove_rare,
     rename_cols,
 )
-from .labels import read_id_class_dict, write_id_class_dict
+from .fine_tuning import (
+    classification_collator,
+    load_classifier,
+    model_builder,
+    save_classifier,
+    training_arguments,
+    weighted_loss,
+)
+from .labels import class_names, read_id_class_dict, write_id_class_dict
 from .metrics import compute_metrics, flat_predictions, full_metrics
-from .model import BertForCellClassification, CellStatisticsCallback
+from .model import CellStatisticsCallback
 from .plots import plot_confusion_matrix, plot_predictions
 from .splits import split_cells, split_genes
 from .trainer import ClassifierTrainer, inference_arguments, predict_in_length_order
@@ -159,7 +161,7 @@ class GenericClassifier:
                 seed=self.seed,
             )
             data = rename_cols(data, self.metadata_column)
-            data, class_to_id = self._label_cells(data)
+            data, class_to_id = label_cells(data, self.label_mapping, self.nproc)
         else:
             data = downsample_and_shuffle(data, self.max_examples, None, {"state_key": INPUT_IDS}, seed=self.seed)
             data, class_to_id = label_classes(
@@ -177,17 +179,6 @@ class GenericClassifier:
             data.save_to_disk(str(tmp))
         write_id_class_dict(class_to_id, label_path)
         return str(dataset_path), str(label_path)
-
-    def _label_cells(self, data: Dataset) -> tuple[Dataset, dict]:
-        if self.label_mapping is None:
-            return label_classes("cell", data, None, None, self.nproc)
-        values = [str(v) for v in data[LABEL]]
-        unknown = sorted(set(values) - {str(k) for k in self.label_mapping})
-        if unknown:
-            msg = f"labels {unknown[:5]} are not in label_mapping; add them or filter them out"
-            raise InputError(msg)
-        mapping = {str(k): v for k, v in self.label_mapping.items()}
-        return data.remove_columns(LABEL).add_column(LABEL, [mapping[v] for v in values]), dict(self.label_mapping)
 
     # ----------------------------------------------------------- tokenizer
     def _load_tokenizer(self, name_or_path: str):
@@ -238,10 +229,14 @@ class GenericClassifier:
         A model already in ``output_directory`` is an error unless ``overwrite``.
         """
         out = Path(output_directory)
-        _refuse_existing(out / MODEL_DIR, overwrite)
+        refuse_existing(out / MODEL_DIR, overwrite)
         out.mkdir(parents=True, exist_ok=True)
         data = load_from_disk(str(dataset_path))
-        id_class = read_id_class_dict(id_class_dict_file) if id_class_dict_file else self._id_class(dataset_path, data)
+        id_class = (
+            read_id_class_dict(id_class_dict_file)
+            if id_class_dict_file
+            else class_names(dataset_path, data, self.classifier_type)
+        )
         folder = open_model_folder(model_checkpoint, self.token_dictionary_file, required=False)
         data = fit_to_model(data, folder, source=str(dataset_path))
         tokenizer = self._load_tokenizer(tokenizer_name_or_path or model_checkpoint)
@@ -254,7 +249,7 @@ class GenericClassifier:
         else:
             trainer = self._trainer(model_checkpoint, train_data, eval_data, tokenizer, id_class, out)
             trainer.train()
-        self._save(trainer, out / MODEL_DIR, id_class, folder.vocab)
+        save_classifier(trainer, out / MODEL_DIR, id_class, folder.vocab)
         write_json(trainer.state.log_history, out / LOG_HISTORY_FILE, overwrite=True)
         self._write_predictions(trainer, eval_data, id_class, out)
         return trainer
@@ -271,7 +266,7 @@ class GenericClassifier:
     ):
         """Ray Tune search over ``ray_config``; saves the best trial's model; returns the analysis."""
         data = load_from_disk(str(dataset_path))
-        id_class = self._id_class(dataset_path, data)
+        id_class = class_names(dataset_path, data, self.classifier_type)
         data = fit_to_model(
             data, open_model_folder(model_checkpoint, self.token_dictionary_file, required=False), source=dataset_path
         )
@@ -290,19 +285,6 @@ class GenericClassifier:
 
         return run_ray_tune(make_trainer, self.ray_config, out, n_trials, self.resources_per_trial)
 
-    def _id_class(self, dataset_path: str | Path, data: Dataset) -> dict[int, str]:
-        """Class names: the label map beside a prepared dataset, else the ids themselves."""
-        path = Path(dataset_path)
-        candidate = path.with_name(path.name.replace(LABELED_SUFFIX, ID_CLASS_SUFFIX))
-        if path.name.endswith(LABELED_SUFFIX) and candidate.exists():
-            return read_id_class_dict(candidate)
-        column = LABEL if self.classifier_type == "sequence" else LABELS
-        if column not in data.column_names:
-            msg = f"{dataset_path}: no {column!r} column; prepare it with GenericClassifier.prepare_data"
-            raise InputError(msg)
-        values = data[column] if column == LABEL else [v for row in data[column] for v in row]
-        return {int(i): str(i) for i in sorted(set(values)) if i != IGNORE_INDEX}
-
     def _split(self, data: Dataset, eval_dataset, test_size: float) -> tuple[Dataset, Dataset]:
         if eval_dataset is not None:
             evaluation = load_from_disk(str(eval_dataset)) if isinstance(eval_dataset, (str, Path)) else eval_dataset
@@ -315,9 +297,9 @@ class GenericClassifier:
         return split_cells(data, test_size, self.seed, self.split_column, self.held_out_groups)
 
     def _trainer(self, checkpoint, train_data, eval_data, tokenizer, id_class, out, overrides=None):
-        args = self._training_arguments(out / "checkpoints", len(train_data), overrides or {})
-        model_init = self._model_init(checkpoint, id_class, tokenizer.get_vocab())
-        collator = self._collator(tokenizer)
+        args = training_arguments(self.config, out / "checkpoints", len(train_data), overrides or {})
+        model_init = model_builder(self.config, checkpoint, id_class, tokenizer.get_vocab())
+        collator = classification_collator(tokenizer, self.classifier_type)
         return ClassifierTrainer(
             model_init=model_init,  # the Trainer seeds before building the model (reproducible heads)
             args=args,
@@ -326,83 +308,10 @@ class GenericClassifier:
             data_collator=collator,
             processing_class=tokenizer,
             compute_metrics=compute_metrics,
-            compute_loss_func=self._weighted_loss(train_data, len(id_class)) if self.class_weights else None,
+            compute_loss_func=weighted_loss(self.config, train_data, len(id_class)) if self.class_weights else None,
             callbacks=[CellStatisticsCallback()],
             fast_kernels=self.fast_kernels,
         )
-
-    def _collator(self, tokenizer):
-        return classification_collator(tokenizer, self.classifier_type)
-
-    def _model_init(self, checkpoint: str, id_class: dict[int, str], tokenizer_vocab: dict[str, int]):
-        """A function building the model with a fresh head (Ray Tune calls it once per trial)."""
-        labels = {"num_labels": max(id_class) + 1, "id2label": {i: c for i, c in id_class.items()}}
-        labels["label2id"] = {c: i for i, c in labels["id2label"].items()}
-
-        def build():
-            config = BertConfig.from_pretrained(str(checkpoint), **labels)
-            config.special_token_ids = special_token_ids(tokenizer_vocab)  # left out of the mean over genes
-            if self.classifier_type == "sequence":
-                config.cell_pooling, config.gene_dropout = self.pooling, self.gene_dropout
-                model = BertForCellClassification.from_pretrained(str(checkpoint), config=config)
-            else:
-                model = BertForTokenClassification.from_pretrained(str(checkpoint), config=config)
-            for layer in model.bert.encoder.layer[: self.freeze_layers]:
-                for parameter in layer.parameters():
-                    parameter.requires_grad = False
-            return model
-
-        return build
-
-    def _training_arguments(self, output_dir: Path, n_train: int, overrides: dict) -> TrainingArguments:
-        batch = self.training_args.get("per_device_train_batch_size", 12)
-        defaults = {
-            "output_dir": str(output_dir),
-            "num_train_epochs": 3,
-            "learning_rate": 5e-5,
-            "lr_scheduler_type": "linear",
-            "warmup_steps": math.ceil(0.1 * math.ceil(n_train / batch)),
-            "weight_decay": 0.001,
-            "per_device_train_batch_size": batch,
-            "per_device_eval_batch_size": self.forward_batch_size,
-            "eval_strategy": "epoch",  # logged only: the held-out set never picks the model
-            "save_strategy": "no",
-            "logging_steps": 10,
-            "report_to": "none",
-            "train_sampling_strategy": "group_by_length",
-            "seed": self.seed,
-            "use_cpu": not torch.cuda.is_available(),
-            "bf16": bf16_is_fast(),
-            "disable_tqdm": False,
-        }
-        return TrainingArguments(**{**defaults, **self.training_args, **overrides})
-
-    def _weighted_loss(self, train_data: Dataset, n_classes: int):
-        """Cross-entropy weighted by inverse class frequency (``class_weights=True``)."""
-        column = LABEL if self.classifier_type == "sequence" else LABELS
-        values = np.asarray(train_data[column] if column == LABEL else [v for r in train_data[column] for v in r])
-        counts = np.bincount(values[values != IGNORE_INDEX], minlength=n_classes).astype(float)
-        weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / n_classes, dtype=torch.float)
-
-        def loss(outputs, labels, num_items_in_batch=None):
-            logits = outputs["logits"]
-            return torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(),
-                labels.reshape(-1),
-                weight=weights.to(logits.device),
-                ignore_index=IGNORE_INDEX,
-            )
-
-        return loss
-
-    def _save(self, trainer, model_dir: Path, id_class: dict[int, str], vocab: dict[str, int] | None) -> None:
-        with atomic_path(model_dir, overwrite=True) as tmp:
-            trainer.save_model(str(tmp))
-            (tmp / "training_args.bin").unlink(missing_ok=True)
-            write_json({str(i): c for i, c in id_class.items()}, tmp / "id_class_dict.json")
-            if vocab is not None:
-                write_json(vocab, tmp / VOCAB_FILE)
-        shutil.rmtree(model_dir.parent / "checkpoints", ignore_errors=True)
 
     def _write_predictions(self, trainer, eval_data: Dataset, id_class: dict[int, str], out: Path) -> dict:
         logits, labels = predict_in_length_order(trainer, eval_data)
@@ -432,7 +341,7 @@ class GenericClassifier:
 
         Metrics already in ``output_directory`` are an error unless ``overwrite``.
         """
-        _refuse_existing(Path(output_directory) / EVAL_METRICS_FILE, overwrite)
+        refuse_existing(Path(output_directory) / EVAL_METRICS_FILE, overwrite)
         id_class = read_id_class_dict(id_class_dict_file)
         data = load_from_disk(str(eval_dataset_path))
         column = LABEL if self.classifier_type == "sequence" else LABELS
@@ -457,7 +366,7 @@ class GenericClassifier:
         trainer = ClassifierTrainer(
             model=model,
             args=args,
-            data_collator=self._collator(tokenizer),
+            data_collator=classification_collator(tokenizer, self.classifier_type),
             processing_class=tokenizer,
             fast_kernels=self.fast_kernels,
         )
@@ -483,22 +392,3 @@ class GenericClassifier:
     ) -> None:
         """Per true class, the share of each predicted class: ``{output_prefix}_predictions.png``."""
         plot_predictions(predictions_file, id_class_dict_file, title, output_directory, output_prefix, class_order)
-
-
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        msg = f"{path} already exists; choose another output folder or pass overwrite=True (--overwrite)"
-        raise FileExistsError(msg)
-
-
-def classification_collator(tokenizer, classifier_type: str):
-    """The collator for cells or genes, padding each batch to its longest example."""
-    if classifier_type == "sequence":
-        return DataCollatorForCellClassification(tokenizer, padding="longest", max_length=None)
-    return DataCollatorForGeneClassification(tokenizer, padding="longest")
-
-
-def load_classifier(model_directory: str | Path, classifier_type: str):
-    """Load a fine-tuned cell (sequence) or gene (token) classifier."""
-    cls = BertForCellClassification if classifier_type == "sequence" else BertForTokenClassification
-    return cls.from_pretrained(str(model_directory))

@@ -148,3 +148,16 @@ def label_classes(
     data = data.map(label, batched=True, num_proc=nproc if len(data) >= 20_000 else None)
     has_label = [any(v != IGNORE_INDEX for v in row) for row in data[LABELS]]
     return data.select(np.flatnonzero(has_label)), class_to_id
+
+
+def label_cells(data: Dataset, label_mapping: dict | None, nproc: int) -> tuple[Dataset, dict]:
+    """Cell labels as class ids: ``label_mapping`` (class -> id) when given, else the sorted classes."""
+    if label_mapping is None:
+        return label_classes("cell", data, None, None, nproc)
+    values = [str(v) for v in data[LABEL]]
+    unknown = sorted(set(values) - {str(k) for k in label_mapping})
+    if unknown:
+        msg = f"labels {unknown[:5]} are not in label_mapping; add them or filter them out"
+        raise InputError(msg)
+    mapping = {str(k): v for k, v in label_mapping.items()}
+    return data.remove_columns(LABEL).add_column(LABEL, [mapping[v] for v in values]), dict(label_mapping)

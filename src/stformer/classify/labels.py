@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._constants import ID_CLASS_SUFFIX, IGNORE_INDEX, LABEL, LABELED_SUFFIX, LABELS
 from .._errors import InputError
 from .._files import load_mapping_file, write_pickle
 
@@ -50,3 +51,17 @@ def read_id_class_dict(path: str | Path) -> dict[int, str]:
         f"(class -> id); found keys like {list(mapping)[:3]} and values like {list(mapping.values())[:3]}"
     )
     raise InputError(msg)
+
+
+def class_names(dataset_path: str | Path, data, classifier_type: str) -> dict[int, str]:
+    """Class names: the label map beside a prepared dataset, else the ids themselves."""
+    path = Path(dataset_path)
+    candidate = path.with_name(path.name.replace(LABELED_SUFFIX, ID_CLASS_SUFFIX))
+    if path.name.endswith(LABELED_SUFFIX) and candidate.exists():
+        return read_id_class_dict(candidate)
+    column = LABEL if classifier_type == "sequence" else LABELS
+    if column not in data.column_names:
+        msg = f"{dataset_path}: no {column!r} column; prepare it with GenericClassifier.prepare_data"
+        raise InputError(msg)
+    values = data[column] if column == LABEL else [v for row in data[column] for v in row]
+    return {int(i): str(i) for i in sorted(set(values)) if i != IGNORE_INDEX}

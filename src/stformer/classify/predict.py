@@ -27,7 +27,7 @@ def predict_from_checkpoint(
     (n, classes), or (n, longest, classes) for tokens (positions past an example's end hold -100).
     Batches group cells of similar length and are padded to their longest example.
     """
-    from .classifier import classification_collator, load_classifier
+    from .fine_tuning import classification_collator, load_classifier
 
     model = load_classifier(model_dir, classifier_type)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)

@@ -19,7 +19,7 @@ from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
 from .._datasets import example_lengths
 from .._distributed import all_reduce_sum, barrier, ranks
 from .._errors import InputError
-from .._files import atomic_path
+from .._files import atomic_path, refuse_existing
 from .._inference import hidden_states, open_for_inference
 from ..settings import EmbedConfig
 from ..vocab import special_token_ids
@@ -64,9 +64,8 @@ def embed(
     config = config or build_config(EmbedConfig, options)
     layer, batch_size, genes = config.layer, config.batch_size, config.genes
     rank, world, _ = ranks()
-    if out is not None and Path(out).exists() and not overwrite:
-        msg = f"{out} already exists; choose another output folder or pass overwrite=True (--overwrite)"
-        raise FileExistsError(msg)
+    if out is not None:
+        refuse_existing(out, overwrite)
     if out is None and world > 1:
         msg = "under torchrun / accelerate launch, give embed an output folder (out=, --out) that the ranks share"
         raise InputError(msg)

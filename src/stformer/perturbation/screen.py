@@ -30,13 +30,14 @@ from .._constants import (
 from .._datasets import example_lengths, matching_rows
 from .._distributed import barrier, ranks
 from .._errors import InputError
-from .._figures import new_figure, save_figure
-from .._files import atomic_path, file_identity, load_mapping_file
+from .._files import atomic_path, file_identity, load_mapping_file, refuse_existing
 from .._inference import open_for_inference
 from .._warnings import StformerWarning
 from ..settings import PerturbConfig
 from ..vocab import cell_frame, special_token_ids
-from .engine import Perturbation, cell_embeddings, perturbation_shifts
+from .engine import cell_embeddings, perturbation_shifts
+from .plan import plan_perturbations
+from .plots import plot_screen
 from .statistics import GOAL_SHIFT, gene_statistics, state_separation
 
 MAX_GENE_SHIFT_ROWS = 20_000_000
@@ -90,10 +91,7 @@ def perturb(
         msg = "pass either config= or keyword options, not both"
         raise TypeError(msg)
     config = config or build_config(PerturbConfig, options)
-    out = Path(out)
-    if out.exists() and not overwrite:
-        msg = f"{out} already exists; choose another output folder or pass overwrite=True (--overwrite)"
-        raise FileExistsError(msg)
+    out = refuse_existing(out, overwrite)
     data, folder, model, device, bf16 = open_for_inference(
         model_dir, tokens, config.token_dictionary, config.device, config.bf16
     )
@@ -142,7 +140,7 @@ def _screen_chunk(model, part: Dataset, rows, wanted, anchor, config: PerturbCon
     cells = _genes_of(part, reading["special"])
     names = np.asarray(part[CELL_ID] if CELL_ID in part.column_names else rows).astype(str)
     rng = np.random.default_rng([config.seed, chunk])  # the same draws however the chunks are shared
-    plan = _perturbations(cells, wanted, anchor, config, rng)
+    plan = plan_perturbations(cells, wanted, anchor, config, rng)
     shifts = perturbation_shifts(
         model,
         cells,
@@ -184,98 +182,6 @@ def _screen_chunk(model, part: Dataset, rows, wanted, anchor, config: PerturbCon
         }
     )
     return table, gene_shift_rows
-
-
-def _perturbations(cells, wanted, anchor, config: PerturbConfig, rng) -> dict:
-    """The screen's perturbations, each followed by its rank-matched null ones.
-
-    Returns ``perturbation`` (list), ``rank`` (1-based rank of the varied gene before the edit,
-    0 when the cell does not express it) and ``null_for`` (index of the screened perturbation a
-    null one belongs to, -1 for screened ones).
-    """
-    plan = {"perturbation": [], "rank": [], "null_for": []}
-    listed = set(wanted or ()) | {anchor}
-    for c, sequence in enumerate(cells):
-        if wanted is None:
-            groups = [(int(g),) for g in sequence if g != anchor]
-        elif config.together:
-            groups = [tuple(wanted)]
-        else:
-            groups = [(g,) for g in wanted if g != anchor]
-        position = {int(g): i for i, g in enumerate(sequence)}
-        fixed = (anchor,) if anchor is not None else ()
-        for group in groups:
-            varied = [g for g in group if g != anchor]
-            screened = len(plan["perturbation"])
-            plan["perturbation"].append(Perturbation(c, fixed + group))
-            plan["rank"].append(position.get(varied[0], -1) + 1)
-            plan["null_for"].append(-1)
-            if config.perturbation != "overexpress" and varied[0] not in position:
-                continue  # nothing to perturb, so nothing to compare
-            # the screened genes themselves never enter a null set (in a genome-wide screen only this one's)
-            excluded = set(group) | ({anchor} if wanted is None else listed)
-            candidates = np.asarray([i for i, g in enumerate(sequence) if int(g) not in excluded])
-            for null_group, null_rank in _null_sets(sequence, candidates, varied, position, config.null_draws, rng):
-                plan["perturbation"].append(Perturbation(c, fixed + null_group))
-                plan["rank"].append(null_rank)
-                plan["null_for"].append(screened)
-    plan["null_for"] = np.asarray(plan["null_for"])
-    return plan
-
-
-def _null_sets(sequence, candidates: np.ndarray, varied, position, draws: int, rng):
-    """``draws`` sets like ``varied``, each gene replaced by one of the 2*draws candidates nearest its rank."""
-    if len(candidates) < len(varied) or draws == 0:
-        return []
-    window = min(len(candidates), 2 * draws)
-    nearest = []
-    for gene in varied:
-        at = np.searchsorted(candidates, position.get(gene, len(sequence)))  # candidates are sorted positions
-        lo = int(np.clip(at - window // 2, 0, len(candidates) - window))
-        nearest.append(candidates[lo : lo + window])
-    sets = []
-    for _ in range(draws):
-        picked: list[int] = []
-        for near in nearest:
-            free = near[~np.isin(near, picked)]
-            picked.append(int(rng.choice(free if len(free) else np.setdiff1d(candidates, picked))))
-        sets.append((tuple(int(sequence[i]) for i in picked), int(picked[0]) + 1))
-    return sets
-
-
-def plot_screen(genes: pd.DataFrame, table: pd.DataFrame, config: PerturbConfig, path: Path) -> Path:
-    """Each gene's effect against random genes, genes ranked; the table's top 10 labelled with 95% intervals."""
-    values = genes["effect"].to_numpy()
-    order = np.argsort(-np.nan_to_num(values, nan=-np.inf))
-    position = np.empty(len(order), dtype=int)
-    position[order] = np.arange(len(order))  # each gene's place in the ranking
-    fig = new_figure(8, 4.5)
-    ax = fig.subplots()
-    ax.scatter(position, values, s=8, color="tab:blue", label="perturbed genes: mean effect minus null mean")
-    significant = np.flatnonzero(genes["fdr"].to_numpy() < 0.05)
-    if len(significant):
-        ax.scatter(position[significant], values[significant], s=14, color="tab:red", label="FDR < 0.05")
-    top = np.arange(min(10, len(genes)))  # the table's top 10 (FDR, p-value)
-    low, high = genes["effect_ci_low"].to_numpy()[top], genes["effect_ci_high"].to_numpy()[top]
-    ax.errorbar(position[top], values[top], yerr=[values[top] - low, high - values[top]], fmt="none",
-                ecolor="black", elinewidth=0.8, capsize=2, label="95% interval (cells resampled)")  # fmt: skip
-    ax.axhline(0, color="grey", lw=0.8, label="rank-matched random genes of the same cells")
-    for k, index in enumerate(top):  # text staggered
-        ax.annotate(
-            genes["symbol"].iloc[index],
-            (position[index], values[index]),
-            xytext=(12, 40 - 9 * k),
-            textcoords="offset points",
-            fontsize=7,
-            arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "grey"},
-        )
-    ax.set_xlabel("gene rank")
-    measure = f"shift toward {config.goal_state}" if config.goal_state is not None else "1 - cosine similarity"
-    ax.set_ylabel(f"effect: {measure}, minus null")
-    cells = table.loc[~table["null"], CELL_ID].nunique()
-    ax.set_title(f"In silico {config.perturbation}: {len(genes)} genes, {cells} cells")
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
 
 
 def _merge(work: Path, out: Path, n_chunks: int, config: PerturbConfig, vocab, overwrite: bool, separation) -> None:

@@ -23,7 +23,7 @@ from .._constants import (
     VOCAB_FILE,
 )
 from .._errors import InputError
-from .._files import atomic_path, load_mapping_file, write_json, write_pickle
+from .._files import atomic_path, load_mapping_file, refuse_existing, write_json, write_pickle
 from ..settings import TokenizerConfig
 from ..vocab import cell_frame, load_token_dictionary, validate_token_dictionary
 from ._dataset_writer import DatasetWriter, chunk_table
@@ -80,10 +80,7 @@ def tokenize_data(
     )
     files = find_data_files(data)
     check_file_keys(files)
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not overwrite:
-        msg = f"{output_dir} already exists; choose another output or pass overwrite=True (--overwrite)"
-        raise FileExistsError(msg)
+    output_dir = refuse_existing(output_dir, overwrite)
 
     frame = cell_frame(vocab, config.special_tokens)
     plans = [plan_file(path, medians, vocab, config) for path in files]
