@@ -20,7 +20,7 @@ def plot_screen(genes: pd.DataFrame, table: pd.DataFrame, config: PerturbConfig,
     position[order] = np.arange(len(order))  # each gene's place in the ranking
     fig = new_figure(8, 4.5)
     ax = fig.subplots()
-    ax.scatter(position, values, s=8, color="tab:blue", label="perturbed genes: effect against their rank-matched draws")
+    ax.scatter(position, values, s=8, color="tab:blue", label="perturbed genes: effect against rank-matched draws")
     significant = np.flatnonzero(genes["fdr"].to_numpy() < 0.05)
     if len(significant):
         ax.scatter(position[significant], values[significant], s=14, color="tab:red", label="FDR < 0.05")
