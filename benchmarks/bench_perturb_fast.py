@@ -14,6 +14,8 @@ attention), summing, as in AtP* (Kramar et al. 2024):
 Printed: per shortlist size K, the share of each cell's exact top 20 genes (by goal shift) within
 its top K estimates (recall), and the time of an exact screen against the two stages (the first
 stage, then K + pool exact deletions, pool = K for the rank-matched nulls), all in this run.
+Results (docs/guide/perturb.md): far below the 0.8 recall a shortlist would need, so stformer
+offers no two-stage mode; this script stays to measure better first stages against.
 
     python benchmarks/bench_perturb_fast.py --model demo_output/run/classify/model \
         --tokens demo_output/run/tokens --state-column bulk_labels --start "CD14+ Monocyte" --goal Dendritic
