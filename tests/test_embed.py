@@ -11,6 +11,7 @@ from datasets import load_from_disk
 from transformers import BertModel
 
 from stformer import embed, read_embeddings, write_embeddings
+from stformer._warnings import StformerWarning
 from stformer.cli import main
 
 
@@ -31,10 +32,13 @@ def test_cell_embeddings_are_batch_size_invariant_and_mean_pooled(pretrained, to
     gene = big["gene_tokens"][3]  # a gene's embedding: its hidden state averaged over the cells expressing it
     expected = np.mean([s[ids.index(gene)] for s, ids in zip(states, data["input_ids"], strict=True) if gene in ids], 0)
     np.testing.assert_allclose(big["genes"][3], expected, atol=1e-4)
-    first_layer = embed(pretrained, token_dataset, layer=0, bf16=False, progress=False)
+    first_layer = embed(pretrained, token_dataset, hidden_layer=0, bf16=False, progress=False)
     assert not np.allclose(first_layer["cells"], big["cells"])
-    with pytest.raises(ValueError, match="layer must lie in"):
-        embed(pretrained, token_dataset, layer=9, progress=False)
+    with pytest.raises(ValueError, match="hidden_layer must lie in"):
+        embed(pretrained, token_dataset, hidden_layer=9, progress=False)
+    with pytest.warns(StformerWarning, match="'layer' is deprecated.*hidden_layer"):  # the old name still works
+        old = embed(pretrained, token_dataset, layer=0, bf16=False, progress=False)
+    np.testing.assert_array_equal(old["cells"], first_layer["cells"])
 
 
 def test_bf16_embeddings_point_where_fp32_ones_do(pretrained, token_dataset):

@@ -23,7 +23,7 @@ def test_a_new_field_reaches_the_api_the_cli_and_a_run_config(monkeypatch):
     shown = " ".join(parser.format_help().split())
     assert "--pooling-power X a new option, for this test (default: 1.0)" in shown
     config = config_from_cli(_Extended, parser.parse_args(["--pooling-power", "2.5", "--genes"]))
-    assert (config.pooling_power, config.genes, config.layer) == (2.5, True, -1)
+    assert (config.pooling_power, config.genes, config.hidden_layer) == (2.5, True, -1)
     assert build_config(_Extended, {"pooling_power": 3}).pooling_power == 3
     with pytest.raises(ValueError, match="unknown option 'pooling_powr' .*did you mean 'pooling_power'"):
         build_config(_Extended, {"pooling_powr": 3})

@@ -35,6 +35,9 @@ ARMS_DIR, ARMS_SUMMARY, TRAIN_DATASET = "arms", "arms_summary.json", "train.data
 GENES_TABLE, CELLS_TABLE, GENE_SHIFTS = "genes", "cells.parquet", "gene_shifts"  # perturb: genes.csv / .parquet ...
 PERTURB_FIGURE, SCREEN_SETTINGS = "perturbation.png", "settings.json"  # perturb
 
+# The longest cell read when no max_length is given: Geneformer's 2,048 genes; twice that with neighbours.
+DEFAULT_MAX_LENGTH = {"spot": 2048, "neighborhood": 4096}
+
 IGNORE_INDEX = -100  # label of positions and examples that carry no loss (transformers' convention)
 
 TARGET_SUM = 10_000  # counts per cell after normalization, as in Geneformer

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
-from .._constants import IGNORE_INDEX, INPUT_IDS, LABEL, LABELS
+from .._constants import DEFAULT_MAX_LENGTH, IGNORE_INDEX, INPUT_IDS, LABEL, LABELS
 
 
 def _input_ids(features: list[Mapping[str, Any]], max_length: int | None) -> list[dict]:
@@ -24,7 +24,7 @@ class DataCollatorForCellClassification(DataCollatorWithPadding):
     columns (metadata, lengths) are ignored.
     """
 
-    def __init__(self, tokenizer, padding: str = "max_length", max_length: int = 2048):
+    def __init__(self, tokenizer, padding: str = "max_length", max_length: int = DEFAULT_MAX_LENGTH["spot"]):
         super().__init__(tokenizer=tokenizer, padding=padding, max_length=max_length)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -39,7 +39,7 @@ def embed(
 
     The model runs on ``device`` (CUDA when present), in bf16 where the device is fast at it
     (``bf16``; stformer's kernels on CPU); batches hold cells of similar length, cut to the longest.
-    A cell's embedding is the mean of ``layer``'s hidden states over its genes (padding and
+    A cell's embedding is the mean of ``hidden_layer``'s hidden states over its genes (padding and
     special tokens such as V2's ``<cls>``/``<eos>`` excluded), so it does not depend on the batch
     it was computed in; with ``pooling="cls"`` the state of its ``<cls>`` token (V2 models). Cells are batched by
     similar length and returned in dataset order. With ``genes=True`` also each gene's hidden
@@ -52,7 +52,7 @@ def embed(
     returned memory-mapped. Under ``torchrun`` / ``accelerate launch`` (``out`` needed) the ranks
     share the batches and write one result in dataset order.
 
-    Options are an :class:`EmbedConfig` or its fields by keyword (``layer``, ``batch_size``, ``genes``).
+    Options are an :class:`EmbedConfig` or its fields by keyword (``hidden_layer``, ``batch_size``, ``genes``).
 
     >>> out = embed("runs/pbmc/model", "pbmc_tokens", out="embeddings")  # doctest: +SKIP
     >>> out["cells"].shape  # doctest: +SKIP
@@ -62,7 +62,7 @@ def embed(
         msg = "pass either config= or keyword options, not both"
         raise TypeError(msg)
     config = config or build_config(EmbedConfig, options)
-    layer, batch_size, genes = config.layer, config.batch_size, config.genes
+    layer, batch_size, genes = config.hidden_layer, config.batch_size, config.genes
     rank, world, _ = ranks()
     if out is not None:
         refuse_existing(out, overwrite)
@@ -79,7 +79,7 @@ def embed(
         model_config.vocab_size,
     )
     if not -n_layers - 1 <= layer <= n_layers:
-        msg = f"layer must lie in [{-n_layers - 1}, {n_layers}] for a {n_layers}-layer model, got {layer}"
+        msg = f"hidden_layer must lie in [{-n_layers - 1}, {n_layers}] for a {n_layers}-layer model, got {layer}"
         raise InputError(msg)
     if config.pooling == "cls" and CLS_TOKEN not in folder.vocab:
         msg = f"pooling='cls' needs a model whose cells start with {CLS_TOKEN} (Geneformer V2); its dictionary has none"

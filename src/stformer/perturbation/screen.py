@@ -147,7 +147,7 @@ def _screen_chunk(model, part: Dataset, rows, wanted, anchor, config: PerturbCon
         plan["perturbation"],
         config.perturbation,
         fraction=config.fraction,
-        layer=config.layer,
+        layer=config.hidden_layer,
         batch_size=config.batch_size,
         pad_id=reading["pad_id"],
         goals=goals,
@@ -275,7 +275,7 @@ def _goals(model, data: Dataset, chosen: np.ndarray, config: PerturbConfig, read
     means = cell_embeddings(
         model,
         _genes_of(data.select(rows), reading["special"]),
-        layer=config.layer,
+        layer=config.hidden_layer,
         batch_size=config.batch_size,
         pad_id=reading["pad_id"],
         bf16=reading["bf16"],

@@ -17,7 +17,15 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .._config import build_config, load_config_file
-from .._constants import LENGTHS_FILE, LOG_HISTORY_FILE, NEIGHBOR_START, PAD_TOKEN, TRAINING_SUMMARY_FILE, VOCAB_FILE
+from .._constants import (
+    DEFAULT_MAX_LENGTH,
+    LENGTHS_FILE,
+    LOG_HISTORY_FILE,
+    NEIGHBOR_START,
+    PAD_TOKEN,
+    TRAINING_SUMMARY_FILE,
+    VOCAB_FILE,
+)
 from .._errors import InputError
 from .._files import write_json, write_pickle
 from .._hardware import bf16_is_fast
@@ -156,7 +164,8 @@ def _initial_model(config: PretrainConfig, vocab: dict, dataset, lengths: list[i
     """A new model of the configured shape, or the ``init_from`` checkpoint (lengthened if asked)."""
     longest = max(lengths, default=0)
     if config.init_from is None:
-        max_length = config.max_length or (4096 if NEIGHBOR_START in dataset.column_names else 2048)
+        mode = "neighborhood" if NEIGHBOR_START in dataset.column_names else "spot"
+        max_length = config.max_length or DEFAULT_MAX_LENGTH[mode]
         if longest > max_length:
             msg = (
                 f"{lengths_file}: examples have up to {longest} tokens but max_length is "

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._constants import DEFAULT_MAX_LENGTH
 from .._errors import InputError
 from .._files import load_mapping_file
 from .._training_args import translate_training_args
+from .._warnings import StformerWarning
 
 MODES = ("spot", "neighborhood")
 DUPLICATE_RULES = ("sum", "first", "error")
@@ -112,7 +115,7 @@ class TokenizerConfig(InputOptions):
         """``max_length`` with the mode's default filled in."""
         if self.max_length is not None:
             return self.max_length
-        return 4096 if self.mode == "neighborhood" else 2048
+        return DEFAULT_MAX_LENGTH[self.mode]
 
     def column_map(self) -> dict[str, str]:
         """``metadata_columns`` as ``{obs_column: dataset_column}``."""
@@ -261,7 +264,8 @@ class ClassifyConfig:
 class EmbedConfig:
     """Settings of :func:`~stformer.embed`, ``stformer embed`` and the run's ``embed`` section."""
 
-    layer: int = -1  # hidden layer whose states are averaged: -1 the last, 0 the embeddings
+    hidden_layer: int = -1  # hidden layer whose states are averaged: -1 the last, 0 the embeddings
+    layer: int | None = None  # deprecated name of hidden_layer (input.layer is the AnnData matrix)
     batch_size: int = 32  # cells per forward pass (cells of similar length together)
     genes: bool = False  # also each gene's hidden state averaged over the cells expressing it
     pooling: str = "mean"  # cell embedding: "mean" over its genes, or "cls": its <cls> token's state (V2 models)
@@ -270,6 +274,7 @@ class EmbedConfig:
     token_dictionary: str | None = None  # the model's dictionary when its folder has none (default: the tokens')
 
     def __post_init__(self) -> None:
+        _rename_layer(self)
         if self.batch_size < 1:
             msg = f"batch_size must be >= 1, got {self.batch_size}"
             raise InputError(msg)
@@ -304,7 +309,8 @@ class PerturbConfig:
     null_draws: int = 5  # null: expressed genes at the nearest ranks perturbed per screened (cell, gene)
     gene_shifts: bool = False  # also each other gene's own embedding shift (gene_shifts.parquet/.csv)
     gene_mapping: dict[str, str] | str | None = None  # symbol -> Ensembl id (dict or file), to accept symbols
-    layer: int = -1  # hidden layer compared (-1 the last; Geneformer's emb_layer=-1 is layer=-2)
+    hidden_layer: int = -1  # hidden layer compared (-1 the last; Geneformer's emb_layer=-1 is -2)
+    layer: int | None = None  # deprecated name of hidden_layer (input.layer is the AnnData matrix)
     similarity: str = "cell"  # "cell": cosine of the mean embeddings; "genes": mean of each gene's cosine (Geneformer)
     screen_model: str = "auto"  # stformer run: "classifier", "pretrained"; auto: the classifier if on state_column
     batch_size: int = 8  # sequences of 2,048 genes per forward pass (shorter: more), 1.1-1.9 GB at the default shape
@@ -315,6 +321,7 @@ class PerturbConfig:
     token_dictionary: str | None = None  # the model's dictionary when its folder has none (default: the tokens')
 
     def __post_init__(self) -> None:
+        _rename_layer(self)
         if self.perturbation not in PERTURBATIONS:
             msg = f"perturbation must be one of {PERTURBATIONS}, got {self.perturbation!r}"
             raise InputError(msg)
@@ -338,3 +345,16 @@ class PerturbConfig:
             if getattr(self, name) not in allowed:
                 msg = f"{name} must be one of {allowed}, got {getattr(self, name)!r}"
                 raise InputError(msg)
+
+
+def _rename_layer(config) -> None:
+    """``layer`` (the name before 0.3) becomes ``hidden_layer``, with a warning."""
+    if config.layer is None:
+        return
+    warnings.warn(
+        f"{type(config).__name__}: 'layer' is deprecated and will be removed; call it 'hidden_layer' "
+        f"(hidden_layer: {config.layer}); 'layer' now only names the AnnData matrix, in the input options",
+        StformerWarning,
+        stacklevel=4,
+    )
+    config.hidden_layer, config.layer = config.layer, None
