@@ -108,7 +108,7 @@ def test_run_reports_the_pretraining_gain_and_label_efficiency(tmp_path):
         folder = classify / arm["folder"]
         assert load_from_disk(str(folder / "eval.dataset"))["cell_id"] == held  # the same held-out cells
         assert arm["macro_f1"] == json.loads((folder / "eval_metrics.json").read_text())["macro_f1"]
-    share = load_from_disk(str(classify / "arms" / "pretrained-0.25" / "train.dataset"))
+    share = load_from_disk(str(classify / "arms" / "labels-0.25" / "train.dataset"))
     assert not set(share["cell_id"]) & set(held) and abs(len(share) - 0.25 * n_train) <= 3
     assert set(share["label"]) == set(labeled["label"])  # stratified: every class
     start = AutoConfig.from_pretrained(classify / "arms" / "random_initialization")

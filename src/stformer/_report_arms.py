@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from datasets import load_from_disk
 
-from ._constants import ARMS_DIR, ARMS_SUMMARY, CELL_ID, LABEL, TRAIN_DATASET
+from ._constants import ARMS_DIR, ARMS_SUMMARY, CELL_ID, LABEL
 from ._figures import new_figure, save_figure
 
 LABEL_EFFICIENCY_FIGURE = "label_efficiency.png"
@@ -32,7 +32,7 @@ def arms_section(
     fractions = sorted({a["fraction"] for a in arms})
     linear = {1.0: baseline}
     for fraction in fractions[:-1]:
-        share = load_from_disk(str(classify_dir / scores["pretrained", fraction]["folder"] / TRAIN_DATASET))
+        share = load_from_disk(str(classify_dir / scores["pretrained", fraction]["train_dataset"]))
         linear[fraction] = fit_baseline(np.asarray(share[CELL_ID]), np.asarray(share[LABEL]))
     rows, lines = [], []
     if ("random", 1.0) in scores:

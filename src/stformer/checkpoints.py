@@ -106,6 +106,18 @@ def _padded(tokens: int, rows: int) -> bool:
     return rows > tokens and any(rows == -(-tokens // m) * m for m in VOCAB_PADDINGS)
 
 
+def save_model_folder(model, path: Path, vocab: Mapping[str, int]) -> None:
+    """Write ``model`` (safetensors, ``config.json``) with its dictionary and tokenizer: a folder every stage opens."""
+    from ._files import write_json
+    from .hf_tokenizer import build_custom_tokenizer
+
+    model.save_pretrained(path)
+    write_json(dict(vocab), path / VOCAB_FILE)
+    build_custom_tokenizer(dict(vocab), model_max_length=int(model.config.max_position_embeddings)).save_pretrained(
+        path
+    )
+
+
 def load_encoder(folder: ModelFolder):
     """The folder's BERT encoder in eval mode; a masked-LM or classifier head, if any, is left out quietly."""
     from transformers import BertModel

@@ -188,16 +188,12 @@ def _pretrain(config: RunConfig, paths: dict, fingerprint: str) -> None:
 
 def _adopt(settings, run_dir: Path, vocab_file: Path) -> None:
     """The ``init_from`` model as this run's pretrained model, untrained further (epochs: 0)."""
-    from .checkpoints import open_model_folder
-    from .hf_tokenizer import build_custom_tokenizer
+    from .checkpoints import open_model_folder, save_model_folder
     from .pretrain.model import BertForMaskedGenes
 
     folder = open_model_folder(settings.init_from, vocab_file)
     with atomic_path(run_dir, overwrite=True) as target:
-        model_dir = target / "model"
-        BertForMaskedGenes.from_pretrained(settings.init_from).save_pretrained(model_dir)  # safetensors
-        write_json(folder.vocab, model_dir / VOCAB_FILE)
-        build_custom_tokenizer(folder.vocab, model_max_length=folder.max_length).save_pretrained(model_dir)
+        save_model_folder(BertForMaskedGenes.from_pretrained(settings.init_from), target / "model", folder.vocab)
 
 
 def _classify(config: RunConfig, paths: dict) -> None:
@@ -225,25 +221,10 @@ def _embed(config: RunConfig, paths: dict, progress: bool) -> None:
     embed(paths["pretrain"], paths["tokenize"], config.embed, out=paths["embed"], overwrite=True, progress=progress)
 
 
-def screen_model(config: RunConfig, paths: dict) -> tuple[Path, str]:
-    """The model the perturb stage screens in, and in words which one.
-
-    ``perturb.screen_model``: ``"classifier"`` (fine-tuned on ``label_column``), ``"pretrained"``,
-    or ``"auto"``: the classifier when its labels are the screen's ``state_column`` (its
-    embeddings separate the states; the pretrained model's may not), else the pretrained model.
-    """
-    choice = config.perturb.screen_model
-    if choice == "auto":
-        choice = "classifier" if config.perturb.state_column == config.label_column else "pretrained"
-    if choice == "classifier":
-        return paths["classify"] / MODEL_DIR, f"the cell classifier fine-tuned on `{config.label_column}`"
-    return paths["pretrain"], "the pretrained model"
-
-
 def _perturb(config: RunConfig, paths: dict, progress: bool) -> None:
     from .perturbation import perturb
 
-    model, _ = screen_model(config, paths)
+    model = paths["classify"] / MODEL_DIR if config.screens_in_classifier() else paths["pretrain"]
     perturb(model, paths["tokenize"], paths["perturb"], config.perturb, overwrite=True, progress=progress)
 
 

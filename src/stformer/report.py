@@ -245,8 +245,6 @@ def _perturbation_lines(config, paths: dict, report: Path, top: int = 10) -> lis
     """The summary's perturbation section (its figure copied beside it); nothing without a screen."""
     import pandas as pd
 
-    from .pipeline import screen_model
-
     settings, screen = config.perturb, paths["perturb"]
     if settings is None or not (screen / f"{GENES_TABLE}.csv").exists():
         return []
@@ -257,7 +255,8 @@ def _perturbation_lines(config, paths: dict, report: Path, top: int = 10) -> lis
     goal = f", toward `{settings.goal_state}`" if settings.goal_state is not None else ""
     start = f" `{settings.start_state}`" if settings.start_state is not None else ""
     measure = "goal shift" if settings.goal_state is not None else "1 - cosine similarity"
-    space = f"Screened in {screen_model(config, paths)[1]}"
+    classifier = f"the cell classifier fine-tuned on `{config.label_column}`"
+    space = f"Screened in {classifier if config.screens_in_classifier() else 'the pretrained model'}"
     if separation is not None:
         space += (
             f"; its embeddings tell the screened cells from `{settings.goal_state}` cells with a nearest-centroid "

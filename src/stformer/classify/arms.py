@@ -10,7 +10,6 @@ The run's own classifier is the ``pretrained`` arm with every label.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,31 +23,22 @@ from .._constants import (
     EVAL_METRICS_FILE,
     LABEL,
     TRAIN_DATASET,
-    VOCAB_FILE,
 )
 from .._files import atomic_path, write_json
 from .._sampling import stratified_subsample
 
-INITIALIZATIONS = ("pretrained", "random")
-
 
 def random_initialization(pretrained: Path, out: Path, seed: int) -> Path:
     """A model folder like ``pretrained`` (configuration, dictionary, tokenizer) with freshly initialized weights."""
-    from transformers import AutoConfig, set_seed
+    from transformers import set_seed
 
+    from ..checkpoints import open_model_folder, save_model_folder
     from ..pretrain.model import BertForMaskedGenes
 
-    config = AutoConfig.from_pretrained(str(pretrained), local_files_only=True)
+    folder = open_model_folder(pretrained)
     set_seed(seed)
     with atomic_path(out, overwrite=True) as tmp:
-        BertForMaskedGenes(config).save_pretrained(tmp)  # safetensors
-        for extra in pretrained.iterdir():  # the dictionary and the tokenizer, as the pretrained folder has them
-            if (
-                extra.name == VOCAB_FILE
-                or extra.name.startswith("tokenizer")
-                or extra.name == "special_tokens_map.json"
-            ):
-                shutil.copy(extra, tmp / extra.name)
+        save_model_folder(BertForMaskedGenes(folder.config), tmp, folder.vocab)
     return out
 
 
@@ -69,7 +59,8 @@ def train_arms(classifier, settings, pretrained: Path, labeled_path: Path, id_cl
     the ``random`` arm, ``label_fractions`` the shares of the labels. ``out`` is the run's
     classify folder (its model, ``eval.dataset`` and ``eval_metrics.json`` are the
     ``pretrained`` arm with every label). The summary lists, per arm, ``initialization``,
-    ``fraction``, ``n_train``, ``macro_f1``, ``accuracy`` and ``folder`` (relative to ``out``).
+    ``fraction``, ``n_train``, ``macro_f1``, ``accuracy``, ``folder`` and ``train_dataset`` (relative to
+    ``out``; the arms of one fraction share their training cells, in ``arms/labels-<fraction>/``).
     """
     root = out / ARMS_DIR
     root.mkdir(exist_ok=True)
@@ -79,29 +70,33 @@ def train_arms(classifier, settings, pretrained: Path, labeled_path: Path, id_cl
     if settings.random_init_baseline:
         starts["random"] = random_initialization(pretrained, root / "random_initialization", settings.seed)
     main = json.loads((out / EVAL_METRICS_FILE).read_text())
-    rows = [_row("pretrained", 1.0, len(labeled) - len(held_out), main, ".")]
+    rows = [_row("pretrained", 1.0, len(labeled) - len(held_out), main, ".", None)]  # the run's own classifier
     for fraction in sorted(set(settings.label_fractions or []) | {1.0}):
-        for initialization, start in starts.items():
-            if initialization == "pretrained" and fraction == 1.0:
-                continue  # the run's own classifier
+        arms = [(i, start) for i, start in starts.items() if (i, fraction) != ("pretrained", 1.0)]  # not the run's own
+        if not arms:
+            continue
+        share = training_share(labeled, held_out, fraction, settings.seed)  # one share for every arm of a fraction
+        cells = root / f"labels-{fraction:g}" / TRAIN_DATASET
+        with atomic_path(cells, overwrite=True) as tmp:
+            share.save_to_disk(str(tmp))
+        for initialization, start in arms:
             folder = root / f"{initialization}-{fraction:g}"
-            share = training_share(labeled, held_out, fraction, settings.seed)
-            with atomic_path(folder / TRAIN_DATASET, overwrite=True) as tmp:
-                share.save_to_disk(str(tmp))
             classifier.train(
                 str(start),
-                str(folder / TRAIN_DATASET),
+                str(cells),
                 str(folder),
                 eval_dataset=evaluation,
                 id_class_dict_file=str(id_class_file),
                 overwrite=True,
             )
             metrics = json.loads((folder / EVAL_METRICS_FILE).read_text())
-            rows.append(_row(initialization, fraction, len(share), metrics, str(folder.relative_to(out))))
+            relative = (str(folder.relative_to(out)), str(cells.relative_to(out)))
+            rows.append(_row(initialization, fraction, len(share), metrics, *relative))
     return write_json(rows, root / ARMS_SUMMARY, overwrite=True)
 
 
-def _row(initialization: str, fraction: float, n_train: int, metrics: dict, folder: str) -> dict:
+def _row(initialization: str, fraction: float, n_train: int, metrics: dict, folder: str, cells: str | None) -> dict:
+    """One arm of the summary; ``folder`` and ``train_dataset`` (its training cells) relative to the classify folder."""
     return {
         "initialization": initialization,
         "fraction": fraction,
@@ -109,4 +104,5 @@ def _row(initialization: str, fraction: float, n_train: int, metrics: dict, fold
         "macro_f1": metrics["macro_f1"],
         "accuracy": metrics["accuracy"],
         "folder": folder,
+        "train_dataset": cells,
     }

@@ -134,7 +134,11 @@ def perturbation_shifts(
                 before_rows = originals[c][torch.as_tensor(_rows_of(original, shared))]  # (k, hidden)
                 after_rows = perturbed_states[torch.as_tensor(_rows_of(edited, shared))]  # (k, hidden)
                 before, after = before_rows.mean(0), after_rows.mean(0)  # (hidden,)
-                per_gene = torch.nn.functional.cosine_similarity(before_rows, after_rows, dim=1)  # (k,)
+                per_gene = (  # (k,) each shared gene's own cosine, only where asked for
+                    torch.nn.functional.cosine_similarity(before_rows, after_rows, dim=1)
+                    if gene_shifts or similarity == "genes"
+                    else None
+                )
                 result["applied"][index] = True
                 result["cosine_similarity"][index] = (
                     _cosine(before, after) if similarity == "cell" else float(per_gene.mean())

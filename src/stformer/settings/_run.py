@@ -112,6 +112,16 @@ class RunConfig:
         """The classify section with ``label_column`` as its ``metadata_column``."""
         return replace(self.classify, metadata_column=self.label_column)
 
+    def screens_in_classifier(self) -> bool:
+        """Whether the perturb stage screens in the run's classifier rather than the pretrained model.
+
+        ``perturb.screen_model``: ``"classifier"``, ``"pretrained"``, or ``"auto"``: the classifier
+        when its labels are the screen's ``state_column`` (its embeddings separate the states; the
+        pretrained model's may not).
+        """
+        choice = self.perturb.screen_model
+        return choice == "classifier" or (choice == "auto" and self.perturb.state_column == self.label_column)
+
     def carried_columns(self) -> dict[str, str]:
         """``obs`` columns that later stages read from the token dataset -> the role each plays (for errors)."""
         roles = {self.label_column: "label_column"}
