@@ -12,6 +12,8 @@ _EXPORTS = {
     "MediansConfig": ".tokenize",
     "PerturbConfig": ".settings",
     "perturb": ".perturbation",
+    "NetworkConfig": ".settings",
+    "network": ".network",
     "RunConfig": ".settings",
     "DataCollatorForCellClassification": ".classify",
     "DataCollatorForGeneClassification": ".classify",

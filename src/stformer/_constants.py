@@ -33,7 +33,8 @@ LABELED_SUFFIX, ID_CLASS_SUFFIX = "_labeled.dataset", "_id_class_dict.pkl"  # cl
 CONFUSION_SUFFIX = "_confusion_matrix.png"  # {prefix}_confusion_matrix.png
 ARMS_DIR, ARMS_SUMMARY, TRAIN_DATASET = "arms", "arms_summary.json", "train.dataset"  # classify arms (run)
 GENES_TABLE, CELLS_TABLE, GENE_SHIFTS = "genes", "cells.parquet", "gene_shifts"  # perturb: genes.csv / .parquet ...
-PERTURB_FIGURE, SCREEN_SETTINGS = "perturbation.png", "settings.json"  # perturb
+PERTURB_FIGURE, SCREEN_SETTINGS = "perturbation.png", "settings.json"  # perturb (network: its settings.json too)
+EDGES_TABLE, COEXPRESSION_TABLE, NETWORK_FIGURE = "edges", "coexpression_edges", "network.png"  # network: edges.csv ...
 
 # The longest cell read when no max_length is given: Geneformer's 2,048 genes; twice that with neighbours.
 DEFAULT_MAX_LENGTH = {"spot": 2048, "neighborhood": 4096}
@@ -43,4 +44,4 @@ IGNORE_INDEX = -100  # label of positions and examples that carry no loss (trans
 TARGET_SUM = 10_000  # counts per cell after normalization, as in Geneformer
 
 # The stages of `stformer run`, in order.
-STAGES = ("medians", "vocab", "tokenize", "pretrain", "classify", "embed", "perturb", "report")
+STAGES = ("medians", "vocab", "tokenize", "pretrain", "classify", "embed", "perturb", "network", "report")

@@ -17,10 +17,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._config import add_dataclass_options, config_from_cli
-from ._constants import EVAL_METRICS_FILE, GENES_TABLE, STAGES
+from ._constants import EDGES_TABLE, EVAL_METRICS_FILE, GENES_TABLE, NETWORK_FIGURE, STAGES
 from ._errors import InputError
 from ._files import write_json
-from .settings import ClassifyConfig, EmbedConfig, MediansConfig, PerturbConfig, PretrainConfig, TokenizerConfig
+from .settings import (
+    ClassifyConfig,
+    EmbedConfig,
+    MediansConfig,
+    NetworkConfig,
+    PerturbConfig,
+    PretrainConfig,
+    TokenizerConfig,
+)
 
 
 def _medians(args: argparse.Namespace) -> None:
@@ -141,6 +149,29 @@ def _perturb(args: argparse.Namespace) -> None:
     print(f"wrote {len(genes)} genes to {args.out}/{GENES_TABLE}.csv ({skipped} perturbations changed nothing)")
 
 
+def _network(args: argparse.Namespace) -> None:
+    from .network import network
+
+    edges = network(
+        args.model,
+        args.data,
+        args.out,
+        config_from_cli(NetworkConfig, args, args.config),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    shown = [
+        c for c in ("source_symbol", "target_symbol", "weight", "n_cells", "difference", "p_value", "fdr") if c in edges
+    ]
+    print(edges[shown].head(20).to_string(index=False))
+    shared = edges.attrs["overlap"]
+    print(f"the {shared['k']} strongest attention and co-expression gene pairs share {shared['shared']} "
+          f"({shared['expected']} expected by chance)")  # fmt: skip
+    print(
+        f"wrote {len(edges)} edges to {args.out}/{EDGES_TABLE}.csv, the network figure to {args.out}/{NETWORK_FIGURE}"
+    )
+
+
 def _run(args: argparse.Namespace) -> None:
     from .pipeline import run_pipeline
     from .settings import load_run_config
@@ -233,6 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder (genes.csv, cells.parquet, perturbation.png)")
     _add_output_flags(p)
     add_dataclass_options(p, PerturbConfig)
+
+    p = _command(
+        sub,
+        "network",
+        "gene network from the model's attention, per cell state and between states",
+        _network,
+        NetworkConfig,
+    )
+    p.add_argument("data", type=Path, help="token dataset")
+    p.add_argument("--model", required=True, type=Path, help="pretrained or fine-tuned model folder")
+    p.add_argument(
+        "--out", required=True, type=Path, help="output folder (edges.csv, coexpression_edges.csv, network.png)"
+    )
+    _add_output_flags(p)
+    add_dataclass_options(p, NetworkConfig)
 
     p = _command(sub, "run", "every stage from h5ad/loom to a classifier, embeddings and a report", _run)
     p.add_argument("config", type=Path, help="YAML/JSON run config (see examples/pbmc.yaml)")

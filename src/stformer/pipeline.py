@@ -49,6 +49,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         "eval": out / "classify" / EVAL_DATASET,
         "embed": out / "embeddings",
         "perturb": out / "perturb",
+        "network": out / "network",
         "report": out / "report" / "summary.md",
     }
     stamps = out / STAMPS_DIR
@@ -63,6 +64,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
             "classify": lambda: asdict(config.classify_settings()),
             "embed": lambda: asdict(config.embed),
             "perturb": lambda: config.perturb and asdict(config.perturb),
+            "network": lambda: config.network and asdict(config.network),
         }.get(stage, lambda: None)()
         upstream = fingerprints[stage] = hashlib.sha256(
             json.dumps([upstream, config.data, section], sort_keys=True, default=str).encode()
@@ -75,6 +77,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         "classify": lambda: _classify(config, paths),
         "embed": lambda: _embed(config, paths, progress),
         "perturb": lambda: _perturb(config, paths, progress),
+        "network": lambda: _network(config, paths, progress),
         "report": lambda: _report(config, paths, out),
     }
     outputs = {**paths, "classify": paths["classify"] / MODEL_DIR}
@@ -89,7 +92,7 @@ def run_pipeline(config: RunConfig, *, stages: tuple[str, ...] = STAGES, progres
         if stage not in stages or (done and changed is None):
             log[stage] = "skipped"
             continue
-        if stage == "perturb" and config.perturb is None:
+        if stage in ("perturb", "network") and getattr(config, stage) is None:
             log[stage] = "not configured"
             continue
         start = time.perf_counter()
@@ -226,6 +229,12 @@ def _perturb(config: RunConfig, paths: dict, progress: bool) -> None:
 
     model = paths["classify"] / MODEL_DIR if config.screens_in_classifier() else paths["pretrain"]
     perturb(model, paths["tokenize"], paths["perturb"], config.perturb, overwrite=True, progress=progress)
+
+
+def _network(config: RunConfig, paths: dict, progress: bool) -> None:
+    from .network import network
+
+    network(paths["pretrain"], paths["tokenize"], paths["network"], config.network, overwrite=True, progress=progress)
 
 
 def _report(config: RunConfig, paths: dict, out: Path) -> None:

@@ -35,6 +35,7 @@ from ._errors import InputKeyError
 from ._figures import new_figure, save_figure
 from ._files import safe_load_pickle, write_json
 from ._report_arms import arms_section
+from ._report_network import network_lines
 from ._sampling import stratified_subsample
 from .embedding import read_embeddings
 from .tokenize import forget_input_files, read_coordinates, read_expression, read_neighbor_expression
@@ -290,7 +291,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
 
     ``paths`` names the stages' outputs: ``labeled`` (the classifier's labeled dataset), ``eval``
     (its held-out part), ``vocab``, ``embed``, ``tokenize``, ``classify`` (its folder), ``perturb``
-    (the screen's folder, read when the run has a perturb section).
+    (the screen's folder, read when the run has a perturb section), ``network`` (likewise).
     """
     report = out / "report"
     report.mkdir(exist_ok=True)
@@ -362,6 +363,7 @@ def write_report(config, out: Path, paths: dict) -> Path:
         "`training_curves.png`.",
         "",
         *_perturbation_lines(config, paths, report),
+        *network_lines(config, paths["network"], report),
         "| stage | seconds (last run) |",
         "|---|---|",
         *[f"| {stage} | {s} |" for stage, s in seconds.items()],

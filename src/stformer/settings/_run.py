@@ -15,6 +15,7 @@ from ._stages import (
     EmbedConfig,
     InputOptions,
     MediansConfig,
+    NetworkConfig,
     PerturbConfig,
     PretrainConfig,
     TokenizerConfig,
@@ -43,6 +44,7 @@ class RunConfig:
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)  # fine-tuning; metadata_column is label_column
     embed: EmbedConfig = field(default_factory=EmbedConfig)  # layer and batch size
     perturb: PerturbConfig | None = None  # an in silico perturbation screen (none: no screen); see screen_model
+    network: NetworkConfig | None = None  # a gene network from the pretrained model's attention (none: no network)
 
     SECTIONS: ClassVar[dict[str, type]] = {
         "input": InputOptions,
@@ -52,6 +54,7 @@ class RunConfig:
         "classify": ClassifyConfig,
         "embed": EmbedConfig,
         "perturb": PerturbConfig,
+        "network": NetworkConfig,
     }
 
     @classmethod
@@ -76,7 +79,7 @@ class RunConfig:
             if name == "classify" and "metadata_column" in section:
                 msg = f"{source}, section 'classify': give the label as label_column (top level), not metadata_column"
                 raise InputError(msg)
-            if name == "perturb":
+            if name in ("perturb", "network"):
                 if values.get(name) is None:
                     continue
                 section.setdefault("state_column", values["label_column"])
@@ -127,9 +130,10 @@ class RunConfig:
         roles = {self.label_column: "label_column"}
         for column in [self.classify.split_column, *(self.classify.filter_data or {})]:
             roles.setdefault(column, "a column the classify section uses")
-        if self.perturb is not None:
-            for column in [self.perturb.state_column, *(self.perturb.filter or {})]:
-                roles.setdefault(column, "a column the perturb section uses")
+        for name, section in (("perturb", self.perturb), ("network", self.network)):
+            if section is not None:
+                for column in [section.state_column, *(section.filter or {})]:
+                    roles.setdefault(column, f"a column the {name} section uses")
         roles.pop(None, None)
         return roles
 
@@ -150,6 +154,9 @@ def load_run_config(path: str | Path) -> RunConfig:
     config.pretrain.init_from = resolve(config.pretrain.init_from)
     if config.perturb is not None:
         config.perturb.gene_mapping = resolve(config.perturb.gene_mapping)
+    if config.network is not None:
+        config.network.gene_mapping = resolve(config.network.gene_mapping)
+        config.network.input_files = config.network.input_files and [resolve(f) for f in config.network.input_files]
     return config
 
 

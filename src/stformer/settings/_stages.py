@@ -347,6 +347,62 @@ class PerturbConfig:
                 raise InputError(msg)
 
 
+@dataclass
+class NetworkConfig:
+    """Settings of :func:`~stformer.network`, ``stformer network`` and the run's ``network`` section."""
+
+    filter: dict[str, Any] | None = None  # {column: allowed value or values} of the cells used
+    state_column: str | None = None  # column of the cell states (stformer run: label_column)
+    states: list[str] | None = None  # two states: a network for each and the differential network between them
+    genes: list[str] | None = None  # only these genes (ids, or symbols with gene_mapping); None: the most frequent
+    layers: list[int] | None = None  # layers whose attention is averaged (0 the first, -1 the last); None: all
+    heads: list[int] | None = None  # heads averaged in each layer; None: all
+    max_cells: int | None = 1000  # at most this many cells (of each state), a seeded draw
+    max_genes: int = 1000  # at most this many genes, the most frequent of those in min_cells cells or more
+    min_cells: int = 10  # a gene, and an edge (both genes in one cell), needs this many cells
+    top_edges: int = 10_000  # edges written (edges.csv, coexpression_edges.csv), the strongest first
+    tested_edges: int = 500  # states: the edges of highest weight over both states get a differential test
+    permutations: int = 20_000  # states: permutations of the cells' states in the differential test
+    overlap_k: int = 100  # the summary's overlap of the k strongest attention and co-expression gene pairs
+    input_files: list[str] | None = None  # h5ad/loom files of the co-expression baseline (None: the tokens' own)
+    gene_mapping: dict[str, str] | str | None = None  # symbol -> Ensembl id (dict or file): symbols in and out
+    batch_size: int = 16  # cells per forward pass (cells of similar length together)
+    device: str = "auto"  # "auto" (CUDA when present, this rank's GPU under torchrun), "cpu" or "cuda"
+    bf16: bool | None = None  # None: where the device is fast at it (CUDA; CPUs whose bf16 products are faster)
+    seed: int = 42  # cell draw and permutations
+    token_dictionary: str | None = None  # the model's dictionary when its folder has none (default: the tokens')
+
+    def __post_init__(self) -> None:
+        for name in ("states", "genes", "layers", "heads", "input_files"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [v for v in value.split(",") if v])
+        for name in ("layers", "heads"):
+            if getattr(self, name) is not None:
+                setattr(self, name, [int(v) for v in getattr(self, name)])
+        if self.states is not None and (self.state_column is None or len(self.states) != 2):
+            given = f"state_column={self.state_column!r}, states={self.states}"
+            msg = f"states needs state_column and exactly two states (A,B), got {given}"
+            raise InputError(msg)
+        if self.states is not None and self.states[0] == self.states[1]:
+            msg = f"states must be two different states, got {self.states}"
+            raise InputError(msg)
+        counts = {
+            n: getattr(self, n)
+            for n in ("max_genes", "min_cells", "top_edges", "tested_edges", "permutations", "overlap_k", "batch_size")
+        }
+        if min(counts.values()) < 1 or self.max_genes < 2 or (self.max_cells is not None and self.max_cells < 2):
+            given = counts | {"max_cells": self.max_cells}
+            msg = f"max_genes and max_cells must be >= 2 and the other counts >= 1, got {given}"
+            raise InputError(msg)
+        if self.tested_edges > self.top_edges:
+            msg = f"tested_edges ({self.tested_edges}) must not exceed top_edges ({self.top_edges})"
+            raise InputError(msg)
+        if self.device not in DEVICES:
+            msg = f"device must be one of {DEVICES}, got {self.device!r}"
+            raise InputError(msg)
+
+
 def _rename_layer(config) -> None:
     """``layer`` (the name before 0.3) becomes ``hidden_layer``, with a warning."""
     if config.layer is None:
