@@ -97,8 +97,27 @@ def _stformer(tokens: Path, model: Path, out: Path) -> dict:
 
 
 def _reference(tokens: Path, model: Path, out: Path) -> dict:
+    import shutil
+
     from stFormer.network_dynamics.gene_regulatory_network import GeneRegulatoryNetwork
 
+    # the tokenizer that transformers 5 wrote names its class TokenizersBackend, which the reference's
+    # transformers 4 calls PreTrainedTokenizerFast (the same tokenizer.json): a copy says so
+    shutil.copytree(model, out / "model")
+    settings = json.loads((out / "model" / "tokenizer_config.json").read_text())
+    (out / "model" / "tokenizer_config.json").write_text(
+        json.dumps({**settings, "tokenizer_class": "PreTrainedTokenizerFast"})
+    )
+    model = out / "model"
+    # the token dataset that datasets 4 wrote declares its lists as List, which the reference's datasets 3
+    # does not know: the same Arrow table, saved again without that declaration
+    import pyarrow as pa
+    from datasets import Dataset
+
+    with pa.memory_map(str(next(tokens.glob("data-*.arrow")))) as source:
+        table = pa.ipc.open_stream(source).read_all().replace_schema_metadata(None)
+    Dataset(table.select(["input_ids", "length"])).save_to_disk(str(out / "tokens"))
+    tokens = out / "tokens"
     start = time.perf_counter()
     grn = GeneRegulatoryNetwork(model_dir=str(model), dataset_path=str(tokens), model_type="Pretrained", device="cpu")
     grn.compute_attention()

@@ -50,6 +50,7 @@ def test_run_end_to_end_and_resume_one_stage(tmp_path, capsys):
     path = _config(tmp_path, make_adata(120, 50, expressed=20, seed=4))
     config = yaml.safe_load(path.read_text())
     config["perturb"] = {"start_state": "T", "goal_state": "B", "max_cells": 6, "null_draws": 2}  # state: label
+    config["network"] = {"states": ["T", "B"], "min_cells": 3, "tested_edges": 50, "permutations": 1000}
     path.write_text(yaml.safe_dump(config))
     with pytest.warns(StformerWarning, match="barely tell the screened cells"):  # random cell types
         assert main(["run", str(path), "--quiet"]) == 0
@@ -63,6 +64,11 @@ def test_run_end_to_end_and_resume_one_stage(tmp_path, capsys):
     assert f"{len(genes)} genes perturbed in 6 `T` cells, toward `B`" in summary
     assert f"| {genes['symbol'].iloc[0]} | {genes['n_cells'].iloc[0]} |" in summary
     assert (out / "report" / "perturbation.png").stat().st_size > 0
+    edges = pd.read_csv(out / "network" / "edges.csv")  # from the pretrained model, T against B (label_column)
+    assert edges["p_value"].notna().sum() == 50 and {"weight_T", "weight_B"} <= set(edges.columns)
+    top = edges.iloc[0]
+    assert "## Gene network from attention" in summary and f"| {top.source_symbol} | {top.target_symbol} |" in summary
+    assert "`T` minus `B`" in summary and (out / "report" / "network.png").stat().st_size > 0
     # coordinates in the input: the spatial baseline, per-file scores (one file: the classifier's own) and the tissue
     report_metrics = json.loads((out / "report" / "metrics.json").read_text())
     assert report_metrics["per_group"]["cells"]["accuracy"] == pytest.approx(report_metrics["accuracy"])
