@@ -187,7 +187,7 @@ class PretrainConfig:
 CLASSIFIER_TYPES = ("sequence", "token")
 # Fine-tuning defaults beneath training_args. "geneformer": the Trainer's and Geneformer's examples' learning rate, for
 # a model pretrained on a large corpus. "small": a small model pretrained from scratch on the data at hand, which
-# needs a larger learning rate, more epochs and balanced classes (docs/guide/classify.md has the measurements).
+# needs a larger learning rate, more epochs and balanced classes (two DLPFC slices: macro-F1 0.48 -> 0.73).
 FINE_TUNING_PRESETS = {
     "geneformer": {"learning_rate": 5e-5, "num_train_epochs": 3, "class_weights": False},
     "small": {"learning_rate": 1e-3, "num_train_epochs": 10, "class_weights": True},
