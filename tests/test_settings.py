@@ -8,8 +8,9 @@ import yaml
 from synthetic import make_adata
 
 from stformer._config import add_dataclass_options, build_config, config_from_cli
+from stformer._errors import InputError
 from stformer.cli import build_parser, main
-from stformer.settings import EmbedConfig, RunConfig
+from stformer.settings import ClassifyConfig, EmbedConfig, RunConfig
 
 
 @dataclass
@@ -97,3 +98,22 @@ def test_cli_reads_none_lists_and_a_config_file(tmp_path):
     assert max(data["length"]) <= 40
     summary = yaml.safe_load((tmp_path / "t" / "tokenize_summary.json").read_text())
     assert summary["config"]["n_neighbors"] is None and summary["config"]["radius"] == 1.5
+
+
+def test_the_fine_tuning_preset_fits_the_model_and_training_args_win(tmp_path):
+    from stformer.classify.fine_tuning import training_arguments
+
+    small = ClassifyConfig(preset="small")
+    args = training_arguments(small, tmp_path, 100, {})
+    assert (args.learning_rate, args.num_train_epochs) == (1e-3, 10) and small.preset_values()["class_weights"]
+    assert training_arguments(ClassifyConfig(), tmp_path, 100, {}).learning_rate == 5e-5  # geneformer by default
+    mine = ClassifyConfig(preset="small", class_weights=False, training_args={"learning_rate": 3e-4})
+    assert (
+        training_arguments(mine, tmp_path, 100, {}).learning_rate == 3e-4 and not mine.preset_values()["class_weights"]
+    )
+    run = {"data": ["x.h5ad"], "output_dir": "out", "label_column": "cell_type"}
+    assert RunConfig.from_dict(run).classify_settings().preset == "small"  # pretrained here, from scratch
+    continued = RunConfig.from_dict({**run, "pretrain": {"init_from": "geneformer_model"}})
+    assert continued.classify_settings().preset == "geneformer"
+    with pytest.raises(InputError, match="preset must be one of"):
+        ClassifyConfig(preset="tiny")

@@ -42,12 +42,13 @@ def model_builder(config: ClassifyConfig, checkpoint: str, id_class: dict[int, s
 
 
 def training_arguments(config: ClassifyConfig, output_dir: Path, n_train: int, overrides: dict) -> TrainingArguments:
-    """The Trainer's arguments: stformer's fine-tuning defaults, then ``config.training_args``, then ``overrides``."""
+    """The Trainer's arguments: the preset's and stformer's defaults, then ``training_args``, then ``overrides``."""
     batch = config.training_args.get("per_device_train_batch_size", 12)
+    preset = config.preset_values()
     defaults = {
         "output_dir": str(output_dir),
-        "num_train_epochs": 3,
-        "learning_rate": 5e-5,
+        "num_train_epochs": preset["num_train_epochs"],
+        "learning_rate": preset["learning_rate"],
         "lr_scheduler_type": "linear",
         "warmup_steps": math.ceil(0.1 * math.ceil(n_train / batch)),
         "weight_decay": 0.001,

@@ -112,8 +112,13 @@ class RunConfig:
         return replace(self.tokenize, **asdict(self.input), metadata_columns=columns)
 
     def classify_settings(self) -> ClassifyConfig:
-        """The classify section with ``label_column`` as its ``metadata_column``."""
-        return replace(self.classify, metadata_column=self.label_column)
+        """The classify section with ``label_column`` as its ``metadata_column``.
+
+        Its ``preset`` defaults to ``"small"`` when the run pretrains its model from scratch (no
+        ``pretrain.init_from``), else to ``"geneformer"``.
+        """
+        preset = self.classify.preset or ("small" if self.pretrain.init_from is None else "geneformer")
+        return replace(self.classify, metadata_column=self.label_column, preset=preset)
 
     def screens_in_classifier(self) -> bool:
         """Whether the perturb stage screens in the run's classifier rather than the pretrained model.

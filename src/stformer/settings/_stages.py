@@ -185,6 +185,13 @@ class PretrainConfig:
 
 
 CLASSIFIER_TYPES = ("sequence", "token")
+# Fine-tuning defaults beneath training_args. "geneformer": the Trainer's and Geneformer's examples' learning rate, for
+# a model pretrained on a large corpus. "small": a small model pretrained from scratch on the data at hand, which
+# needs a larger learning rate, more epochs and balanced classes (two DLPFC slices: macro-F1 0.48 -> 0.73).
+FINE_TUNING_PRESETS = {
+    "geneformer": {"learning_rate": 5e-5, "num_train_epochs": 3, "class_weights": False},
+    "small": {"learning_rate": 1e-3, "num_train_epochs": 10, "class_weights": True},
+}
 POOLINGS = ("mean", "first")
 DEVICES = ("auto", "cpu", "cuda")  # "auto": CUDA when present
 
@@ -215,7 +222,8 @@ class ClassifyConfig:
     split_column: str | None = None  # obs column (sample, patient) whose groups stay on one side of the split
     held_out_groups: list[str] | None = None  # with split_column: exactly these groups held out (e.g. one slice)
     pooling: str = "mean"  # cells: "mean" of the final hidden states, standardized; "first": BERT's head
-    class_weights: bool = False  # weight the loss by inverse class frequency
+    class_weights: bool | None = None  # weight the loss by inverse class frequency; None: the preset's
+    preset: str | None = None  # fine-tuning defaults: "small" or "geneformer" (None: geneformer; run: small)
     gene_dropout: float | None = None  # cells: leave out each gene with this probability in training; None: 0.1
     fast_kernels: bool = True  # stformer's CPU kernels for training and prediction (see stformer._kernels)
     seed: int = 42  # split, shuffles and training
@@ -232,6 +240,9 @@ class ClassifyConfig:
             raise InputError(msg)
         if self.pooling not in POOLINGS:
             msg = f"pooling must be one of {POOLINGS}, got {self.pooling!r}"
+            raise InputError(msg)
+        if self.preset is not None and self.preset not in FINE_TUNING_PRESETS:
+            msg = f"preset must be one of {list(FINE_TUNING_PRESETS)} or None, got {self.preset!r}"
             raise InputError(msg)
         if self.classifier_type == "token" and self.gene_dropout:
             msg = "gene_dropout applies to cell classification (classifier_type='sequence') only"
@@ -258,6 +269,13 @@ class ClassifyConfig:
             msg = f"label_fractions must lie in (0, 1], got {self.label_fractions}"
             raise InputError(msg)
         self.training_args = translate_training_args(self.training_args)
+
+    def preset_values(self) -> dict[str, Any]:
+        """The preset's learning rate, epochs and class weights, ``class_weights`` when set overriding its own."""
+        values = dict(FINE_TUNING_PRESETS[self.preset or "geneformer"])
+        if self.class_weights is not None:
+            values["class_weights"] = self.class_weights
+        return values
 
 
 @dataclass
