@@ -10,6 +10,25 @@ from ._constants import CLS_TOKEN, END_TOKENS, OTHER_SPECIAL_TOKENS, SPECIAL_TOK
 from ._errors import InputError
 from ._files import load_mapping_file, write_mapping
 
+
+def symbol_mapping(gene_mapping) -> dict[str, str]:
+    """A symbol -> gene id mapping given as a dict or a file (JSON, pickle), as a dict; empty for None."""
+    if gene_mapping is None:
+        return {}
+    return dict(gene_mapping if isinstance(gene_mapping, Mapping) else load_mapping_file(gene_mapping))
+
+
+def gene_token_ids(genes, vocab: Mapping[str, int], gene_mapping=None) -> list[int]:
+    """Token ids of ``genes`` (gene ids, or symbols through ``gene_mapping``); unknown genes are an error."""
+    mapping = symbol_mapping(gene_mapping)
+    ids = [gene if gene in vocab else mapping.get(gene) for gene in genes]
+    unknown = [gene for gene, i in zip(genes, ids, strict=True) if i not in vocab]
+    if unknown:
+        msg = f"genes {unknown[:5]} are not in the model's vocabulary (give gene ids, or symbols with gene_mapping)"
+        raise InputError(msg)
+    return [vocab[i] for i in ids]
+
+
 __all__ = [
     "build_token_dictionary",
     "cell_frame",

@@ -26,10 +26,10 @@ from .._constants import (
 from .._datasets import column_values, matching_rows
 from .._distributed import all_reduce_sum, ranks
 from .._errors import InputError
-from .._files import atomic_path, load_mapping_file, refuse_existing
+from .._files import atomic_path, refuse_existing
 from .._inference import open_for_inference
 from ..settings import InputOptions, NetworkConfig
-from ..vocab import special_token_ids
+from ..vocab import gene_token_ids, special_token_ids, symbol_mapping
 from .attention import GeneSums, attention_layers, cell_attention
 from .plots import plot_network
 from .statistics import coexpression, differential_test, fdr, overlap
@@ -172,7 +172,7 @@ def _network_genes(sequences: list[np.ndarray], special: np.ndarray, vocab: dict
     frequency = np.bincount(present, minlength=len(vocab))  # (vocabulary,) cells holding each token
     candidates = np.arange(len(vocab))
     if config.genes is not None:
-        candidates = _listed_genes(config, vocab)
+        candidates = np.unique(gene_token_ids(config.genes, vocab, config.gene_mapping))
     candidates = candidates[frequency[candidates] >= config.min_cells]
     order = np.argsort(-frequency[candidates], kind="stable")[: config.max_genes]
     genes = np.sort(candidates[order])
@@ -187,34 +187,14 @@ def _network_genes(sequences: list[np.ndarray], special: np.ndarray, vocab: dict
     return genes
 
 
-def _listed_genes(config: NetworkConfig, vocab: dict) -> np.ndarray:
-    """Token ids of ``config.genes`` (ids, or symbols through gene_mapping)."""
-    mapping = _mapping(config)
-    ids = [g if g in vocab else mapping.get(g) for g in config.genes]
-    unknown = [g for g, i in zip(config.genes, ids, strict=True) if i not in vocab]
-    if unknown:
-        msg = f"genes {unknown[:5]} are not in the model's vocabulary (give gene ids, or symbols with gene_mapping)"
-        raise InputError(msg)
-    return np.asarray(sorted({vocab[i] for i in ids}), dtype=np.int64)
-
-
-def _mapping(config: NetworkConfig) -> dict[str, str]:
-    """Symbol -> gene id, from ``gene_mapping`` (empty without one)."""
-    if config.gene_mapping is None:
-        return {}
-    return dict(
-        config.gene_mapping if isinstance(config.gene_mapping, dict) else load_mapping_file(config.gene_mapping)
-    )
-
-
 def _gene_counts(ids: torch.Tensor, reading: dict) -> torch.Tensor:
     """(batch,) genes in each cell: positions that are neither padding nor special tokens."""
     return (~torch.isin(ids, torch.from_numpy(np.append(reading["special"], reading["pad"])))).sum(1)
 
 
-def _attention_batches(sequences, config: NetworkConfig, reading: dict, progress: bool, label: str, rows=None):
+def _attention_batches(sequences, config: NetworkConfig, reading: dict, progress: bool, label: str):
     """(row indices into ``sequences``, attention, ids) per batch of this rank's share, longest cells first."""
-    rows = np.arange(len(sequences)) if rows is None else rows
+    rows = np.arange(len(sequences))
     lengths = np.asarray([len(sequences[r]) for r in rows])
     order = rows[np.argsort(-lengths, kind="stable")]  # similar lengths together: little padding
     rank, world, _ = ranks()
@@ -232,14 +212,10 @@ def _attention_batches(sequences, config: NetworkConfig, reading: dict, progress
         yield batch, attention, ids
 
 
-def _symbols(config: NetworkConfig) -> dict[str, str]:
-    return {gene_id: symbol for symbol, gene_id in _mapping(config).items()}
-
-
 def _named(frame: pd.DataFrame, source: np.ndarray, target: np.ndarray, genes, vocab, config) -> pd.DataFrame:
     """``frame`` with source and target gene ids and symbols in front (rows of the genes array)."""
     names = {i: g for g, i in vocab.items()}
-    symbols = _symbols(config)
+    symbols = {gene: symbol for symbol, gene in symbol_mapping(config.gene_mapping).items()}
     ids = [np.asarray([names[int(genes[r])] for r in side], dtype=object) for side in (source, target)]
     front = pd.DataFrame(
         {

@@ -30,11 +30,11 @@ from .._constants import (
 from .._datasets import example_lengths, matching_rows
 from .._distributed import barrier, ranks
 from .._errors import InputError
-from .._files import atomic_path, file_identity, load_mapping_file, refuse_existing
+from .._files import atomic_path, file_identity, refuse_existing
 from .._inference import open_for_inference
 from .._warnings import StformerWarning
 from ..settings import PerturbConfig
-from ..vocab import cell_frame, special_token_ids
+from ..vocab import cell_frame, gene_token_ids, special_token_ids, symbol_mapping
 from .engine import cell_embeddings, perturbation_shifts
 from .plan import plan_perturbations
 from .plots import plot_screen
@@ -188,7 +188,7 @@ def _merge(work: Path, out: Path, n_chunks: int, config: PerturbConfig, vocab, o
     """Join the chunks' tables, test each gene, and write every output at once."""
     table = pd.concat([pd.read_parquet(work / _chunk_name(k)) for k in range(n_chunks)], ignore_index=True)
     genes = gene_statistics(table, config.goal_state, seed=config.seed)
-    symbols = _symbols(config)
+    symbols = {gene: symbol for symbol, gene in symbol_mapping(config.gene_mapping).items()}
     genes.insert(1, "symbol", genes["gene"].map(lambda g: "+".join(symbols.get(x, x) for x in g.split("+"))))
     skipped = int((~table["applied"] & ~table["null"]).sum())
     with atomic_path(out, overwrite=overwrite) as tmp:
@@ -295,31 +295,9 @@ def _goals(model, data: Dataset, chosen: np.ndarray, config: PerturbConfig, read
     return {column: means[np.searchsorted(rows, chosen)].mean(0) for column, chosen in members.items()}, separation
 
 
-def _mapping(config: PerturbConfig) -> dict[str, str]:
-    if config.gene_mapping is None:
-        return {}
-    return dict(
-        config.gene_mapping if isinstance(config.gene_mapping, dict) else load_mapping_file(config.gene_mapping)
-    )
-
-
-def _symbols(config: PerturbConfig) -> dict[str, str]:
-    return {ensembl: symbol for symbol, ensembl in _mapping(config).items()}
-
-
 def _genes(config: PerturbConfig, genes, vocab: dict[str, int]) -> list[int] | None:
     """Token ids of the listed genes (ids or symbols), or None for "all"."""
-    if genes == "all":
-        return None
-    mapping = _mapping(config)
-    tokens, unknown = [], []
-    for gene in genes:
-        gene_id = gene if gene in vocab else mapping.get(gene)
-        (tokens.append(vocab[gene_id]) if gene_id in vocab else unknown.append(gene))
-    if unknown:
-        msg = f"genes {unknown[:5]} are not in the model's vocabulary (give Ensembl ids, or symbols with gene_mapping)"
-        raise InputError(msg)
-    return tokens
+    return None if genes == "all" else gene_token_ids(genes, vocab, config.gene_mapping)
 
 
 def _anchor(config: PerturbConfig, vocab) -> int | None:
