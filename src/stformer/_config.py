@@ -49,6 +49,18 @@ def check_keys(values: Mapping[str, Any], names: list[str], *, source: str, what
         raise InputError(msg)
 
 
+def config_or_options(cls: type[T], config: T | None, options: Mapping[str, Any]) -> T:
+    """A stage's settings from ``config=`` or from its fields given as keywords (not both).
+
+    >>> config_or_options(EmbedConfig, None, {"batch_size": 8}).batch_size  # doctest: +SKIP
+    8
+    """
+    if config is not None and options:
+        msg = "pass either config= or keyword options, not both"
+        raise TypeError(msg)
+    return config or build_config(cls, options)
+
+
 def build_config(cls: type[T], values: Mapping[str, Any], *, source: str | None = None) -> T:
     """Instantiate dataclass ``cls`` from ``values``, checked by its ``__post_init__``.
 

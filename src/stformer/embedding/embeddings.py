@@ -14,7 +14,7 @@ from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
 from .._cells import cell_ids
-from .._config import build_config
+from .._config import config_or_options
 from .._constants import CELL_ID, CLS_TOKEN, INPUT_IDS, PAD_TOKEN
 from .._datasets import example_lengths
 from .._distributed import all_reduce_sum, barrier, ranks
@@ -58,10 +58,7 @@ def embed(
     >>> out["cells"].shape  # doctest: +SKIP
     (700, 256)
     """
-    if config is not None and options:
-        msg = "pass either config= or keyword options, not both"
-        raise TypeError(msg)
-    config = config or build_config(EmbedConfig, options)
+    config = config_or_options(EmbedConfig, config, options)
     layer, batch_size, genes = config.hidden_layer, config.batch_size, config.genes
     rank, world, _ = ranks()
     if out is not None:

@@ -12,7 +12,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .._config import build_config
+from .._config import config_or_options
 from .._constants import (
     CELL_ID,
     COEXPRESSION_TABLE,
@@ -70,10 +70,7 @@ def network(
     >>> edges = network("runs/pbmc/model", "tokens", "net", max_cells=300)  # doctest: +SKIP
     >>> edges[["source_symbol", "target_symbol", "weight", "n_cells"]].head()  # doctest: +SKIP
     """
-    if config is not None and options:
-        msg = "pass either config= or keyword options, not both"
-        raise TypeError(msg)
-    config = config or build_config(NetworkConfig, options)
+    config = config_or_options(NetworkConfig, config, options)
     out = refuse_existing(out, overwrite)
     data, folder, model, device, bf16 = open_for_inference(
         model_dir, tokens, config.token_dictionary, config.device, config.bf16

@@ -15,7 +15,7 @@ import pandas as pd
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .._config import build_config
+from .._config import config_or_options
 from .._constants import (
     CELL_ID,
     CELLS_TABLE,
@@ -87,10 +87,7 @@ def perturb(
     >>> perturb("runs/pbmc/model", "tokens", "screen", state_column="cell_type",
     ...         start_state="CD14+ Monocyte", goal_state="Dendritic", max_cells=50)  # doctest: +SKIP
     """
-    if config is not None and options:
-        msg = "pass either config= or keyword options, not both"
-        raise TypeError(msg)
-    config = config or build_config(PerturbConfig, options)
+    config = config_or_options(PerturbConfig, config, options)
     out = refuse_existing(out, overwrite)
     data, folder, model, device, bf16 = open_for_inference(
         model_dir, tokens, config.token_dictionary, config.device, config.bf16

@@ -16,7 +16,7 @@ from datasets import load_from_disk
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from .._config import build_config, load_config_file
+from .._config import config_or_options, load_config_file
 from .._constants import (
     DEFAULT_MAX_LENGTH,
     LENGTHS_FILE,
@@ -108,10 +108,7 @@ def pretrain(
 
     >>> pretrain("pbmc_tokens", "runs", num_layers=2, hidden_size=64, epochs=1)  # doctest: +SKIP
     """
-    if config is not None and options:
-        msg = "pass either config= or keyword options, not both"
-        raise TypeError(msg)
-    config = config or build_config(PretrainConfig, options)
+    config = config_or_options(PretrainConfig, config, options)
     dataset_path = Path(dataset_path)
     vocab = load_token_dictionary(token_dictionary or dataset_path / VOCAB_FILE)
     lengths_file = Path(example_lengths_file or dataset_path / LENGTHS_FILE)

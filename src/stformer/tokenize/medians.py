@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._config import build_config
+from .._config import config_or_options
 from .._constants import TARGET_SUM
 from .._errors import InputError
 from .._files import write_mapping
@@ -71,10 +71,7 @@ def compute_gene_medians(
 
     >>> medians = compute_gene_medians(["a.h5ad", "b.loom"], method="exact")  # doctest: +SKIP
     """
-    if config is not None and options:
-        msg = "pass either config= or keyword options, not both"
-        raise TypeError(msg)
-    options = config or build_config(MediansConfig, options)
+    options = config_or_options(MediansConfig, config, options)
     accumulator = {"exact": _Exact, "tdigest": _TDigest}[options.method]()
     files = find_data_files(data)
     for path in files:

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._cells import check_file_keys
-from .._config import build_config
+from .._config import config_or_options
 from .._constants import (
     LENGTHS_FILE,
     TOKENIZE_SUMMARY_FILE,
@@ -68,10 +68,7 @@ def tokenize_data(
     >>> summary = tokenize_data("pbmc.h5ad", "pbmc_tokens", "medians.json",
     ...                         "vocab.json", metadata_columns=["cell_type"])  # doctest: +SKIP
     """
-    if config is not None and options:
-        msg = "pass either config= or keyword options, not both"
-        raise TypeError(msg)
-    config = config or build_config(TokenizerConfig, options)
+    config = config_or_options(TokenizerConfig, config, options)
     medians = _load_medians(gene_medians)
     vocab = (
         load_token_dictionary(token_dictionary)
