@@ -490,3 +490,39 @@ def test_cell_statistics_come_from_the_first_batches_holding_max_cells(pretraine
         pooled = torch.cat([encoder(input_ids=b["input_ids"]).last_hidden_state.mean(1) for b in batches[:2]]).double()
     torch.testing.assert_close(model.cell_norm.running_mean, pooled.mean(0).float(), atol=1e-5, rtol=0)
     torch.testing.assert_close(model.cell_norm.running_var, pooled.var(0).float(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("probe_head", [True, False])
+def test_probe_head_starts_from_a_logistic_regression_on_the_frozen_cells(pretrained, tmp_path, probe_head):
+    """LP-FT: with a learning rate of 0 the saved head is the probe, fitted apart here with scikit-learn."""
+    from safetensors.torch import load_file
+    from sklearn.linear_model import LogisticRegression
+
+    vocab = load_token_dictionary(pretrained / "vocab.json")
+    _separable_cells(len(vocab), n=90, seed=2).save_to_disk(str(tmp_path / "cells.dataset"))
+    clf = GenericClassifier(
+        "cell_type",
+        training_args={**FAST, "num_train_epochs": 1, "learning_rate": 0.0},
+        gene_dropout=0.0,
+        class_weights=True,
+        probe_head=probe_head,
+    )
+    data_path, _ = clf.prepare_data(str(tmp_path / "cells.dataset"), str(tmp_path / "out"), "c")
+    clf.train(str(pretrained), data_path, str(tmp_path / "run"), eval_dataset=data_path)  # trains on all 90
+    head = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))["classifier.weight"].double()
+
+    encoder = BertModel.from_pretrained(str(pretrained), add_pooling_layer=False).eval()
+    data = load_from_disk(data_path)
+    with torch.no_grad():  # each cell alone, fp32: its last hidden states averaged
+        states = [encoder(input_ids=torch.tensor([ids])).last_hidden_state[0] for ids in data["input_ids"]]
+    pooled = torch.stack([s.mean(0) for s in states])
+    pooled = pooled.double().numpy()
+    standardized = (pooled - pooled.mean(0)) / np.sqrt(pooled.var(0, ddof=1) + 1e-5)
+    probe = LogisticRegression(class_weight="balanced", max_iter=5000, tol=1e-8).fit(standardized, data["label"])
+    expected = torch.as_tensor(probe.coef_)
+    if probe_head:
+        torch.testing.assert_close(head, expected, atol=0.02 * expected.abs().max().item(), rtol=0)
+        predicted = np.asarray(predict_from_checkpoint(str(tmp_path / "run" / "model"), data_path))
+        assert (predicted == probe.predict(standardized)).mean() >= 0.97
+    else:  # the random head of BertForSequenceClassification (std 0.02), far from the probe's
+        assert head.abs().max() < 0.2 < expected.abs().max()

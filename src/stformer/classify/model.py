@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+import numpy as np
 import torch
 from transformers import BertForSequenceClassification, TrainerCallback
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -92,40 +93,88 @@ class BertForCellClassification(BertForSequenceClassification):
         mask = genes.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
         return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float()  # (batch, hidden)
 
+    def pooled_cells(
+        self, batches: Iterable[dict], *, bf16: bool, max_cells: int = STATISTICS_MAX_CELLS
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Each batch's mean-pooled cells (batch, hidden) float64 and its ``labels`` (or None), in evaluation mode.
+
+        No gradients, no gene dropout, the precision of inference (bf16 autocast when ``bf16``);
+        stops once ``max_cells`` cells are in.
+        """
+        was_training = self.training
+        self.eval()
+        device = self.classifier.weight.device
+        seen = 0
+        try:
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                for batch in batches:
+                    pooled = self.mean_pooled(batch[INPUT_IDS].to(device), batch["attention_mask"].to(device))
+                    yield pooled.double(), batch.get("labels")
+                    seen += len(pooled)
+                    if seen >= max_cells:
+                        break
+        finally:
+            self.train(was_training)
+
     @torch.no_grad()
     def set_cell_statistics(
         self, batches: Iterable[dict], *, bf16: bool, max_cells: int = STATISTICS_MAX_CELLS
     ) -> None:
         """Set the standardization's running mean and variance to those of the cells in ``batches``.
 
-        Computed exactly (float64 sums) under the current weights, without gene dropout and in
-        the precision of inference (bf16 autocast when ``bf16``), summed over all processes of a
-        distributed run. Called after training on the training cells, so that a prediction
-        standardizes a cell as the final model sees the training data (running averages taken
-        during training lag behind the weights: after a few dozen steps they are still near
-        their initial mean 0 and variance 1). The batches stop once ``max_cells`` cells are in
-        (per process): the training batches come in random order, so an atlas's statistics come
-        from a random sample of 50,000 cells, a smaller dataset's from every cell.
+        Computed exactly (float64 sums) under the current weights by :meth:`pooled_cells`,
+        summed over all processes of a distributed run. Called after training on the training
+        cells, so that a prediction standardizes a cell as the final model sees the training data
+        (running averages taken during training lag behind the weights: after a few dozen steps
+        they are still near their initial mean 0 and variance 1). The batches stop once
+        ``max_cells`` cells are in (per process): the training batches come in random order, so
+        an atlas's statistics come from a random sample of 50,000 cells, a smaller dataset's from
+        every cell.
         """
         if not hasattr(self, "cell_norm"):
             return
-        was_training = self.training
-        self.eval()
-        device = self.cell_norm.running_mean.device
-        sums = torch.zeros(3, self.config.hidden_size, dtype=torch.float64, device=device)  # n, sum, sum of squares
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            for batch in batches:
-                pooled = self.mean_pooled(batch[INPUT_IDS].to(device), batch["attention_mask"].to(device)).double()
-                sums += torch.stack([torch.full_like(pooled[0], len(pooled)), pooled.sum(0), pooled.square().sum(0)])
-                if sums[0, 0] >= max_cells:
-                    break
+        sums = torch.zeros(3, self.config.hidden_size, dtype=torch.float64, device=self.classifier.weight.device)
+        for pooled, _ in self.pooled_cells(batches, bf16=bf16, max_cells=max_cells):  # n, sum, sum of squares
+            sums += torch.stack([torch.full_like(pooled[0], len(pooled)), pooled.sum(0), pooled.square().sum(0)])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(sums)
         n, total, squares = sums
         mean = total / n
         self.cell_norm.running_mean.copy_(mean)
         self.cell_norm.running_var.copy_(((squares - n * mean.square()) / (n - 1).clamp(min=1)).clamp(min=0))
-        self.train(was_training)
+
+    @torch.no_grad()
+    def fit_probe_head(self, batches: Iterable[dict], *, bf16: bool, class_weights: bool) -> None:
+        """Start the linear classifier from a logistic regression on the frozen model's cells (LP-FT).
+
+        Sets the standardization to the statistics of the cells in ``batches`` (labelled training
+        batches) under the current weights (:meth:`set_cell_statistics`), fits scikit-learn's
+        multinomial ``LogisticRegression`` (L2, C=1; balanced class weights when
+        ``class_weights``) to their standardized mean-pooled vectors and copies its coefficients
+        into ``classifier``: in evaluation the model's logits are then the regression's decision
+        function. Fine-tuning from a head that already fits the pretrained features changes those
+        features less than from a random head (Kumar et al. 2022, "Fine-tuning can distort
+        pretrained features"). Classes without a training cell keep their initial row. In a
+        distributed run every process takes the first process's head.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        self.set_cell_statistics(batches, bf16=bf16)
+        cells, labels = zip(*self.pooled_cells(batches, bf16=bf16), strict=True)
+        scale = (self.cell_norm.running_var + self.cell_norm.eps).sqrt()
+        features = ((torch.cat(cells) - self.cell_norm.running_mean) / scale).cpu().numpy()  # (cells, hidden)
+        targets = torch.cat(labels).cpu().numpy()  # (cells,)
+        probe = LogisticRegression(class_weight="balanced" if class_weights else None, max_iter=1000)
+        probe.fit(features, targets)
+        coef, intercept = probe.coef_, probe.intercept_  # (classes, hidden), (classes,); one row for two classes
+        if len(probe.classes_) == 2:  # softmax of (-z/2, z/2) is the regression's sigmoid of z
+            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+        rows = torch.as_tensor(probe.classes_, device=self.classifier.weight.device)
+        self.classifier.weight[rows] = torch.as_tensor(coef, dtype=self.classifier.weight.dtype).to(rows.device)
+        self.classifier.bias[rows] = torch.as_tensor(intercept, dtype=self.classifier.bias.dtype).to(rows.device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for parameter in (self.classifier.weight, self.classifier.bias):
+                torch.distributed.broadcast(parameter, src=0)
 
 
 class CellStatisticsCallback(TrainerCallback):
@@ -135,6 +184,18 @@ class CellStatisticsCallback(TrainerCallback):
         """Recompute the cell standardization's statistics under the final weights."""
         if isinstance(model, BertForCellClassification) and train_dataloader is not None:
             model.set_cell_statistics(train_dataloader, bf16=args.bf16)
+
+
+class ProbeHeadCallback(TrainerCallback):
+    """At the start of training, :meth:`BertForCellClassification.fit_probe_head` on the training batches."""
+
+    def __init__(self, class_weights: bool):
+        self.class_weights = class_weights
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        """Fit the head to the frozen model's training cells before fine-tuning."""
+        if isinstance(model, BertForCellClassification) and train_dataloader is not None:
+            model.fit_probe_head(train_dataloader, bf16=args.bf16, class_weights=self.class_weights)
 
 
 def drop_genes(
