@@ -526,3 +526,39 @@ def test_probe_head_starts_from_a_logistic_regression_on_the_frozen_cells(pretra
         assert (predicted == probe.predict(standardized)).mean() >= 0.97
     else:  # the random head of BertForSequenceClassification (std 0.02), far from the probe's
         assert head.abs().max() < 0.2 < expected.abs().max()
+
+
+PROBE_ON_TWO_RANKS = """
+import sys, torch, torch.distributed as dist
+from stformer.classify.model import BertForCellClassification
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(rank)  # each rank its own cells, as a sharded dataloader gives them
+model = BertForCellClassification.from_pretrained(sys.argv[1], num_labels=3)
+mask = torch.ones(12, 10, dtype=torch.long)
+batches = [{"input_ids": torch.randint(5, 60, (12, 10)), "attention_mask": mask, "labels": torch.arange(12) % 3}]
+model.fit_probe_head(batches, bf16=False, class_weights=False)
+torch.save(model.classifier.weight.detach(), f"{sys.argv[2]}/head{rank}.pt")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_every_process_of_a_distributed_run_takes_the_first_processs_probe_head(pretrained, tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE_ON_TWO_RANKS)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    proc = subprocess.run(
+        [*launcher, str(script), str(pretrained), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = (torch.load(tmp_path / f"head{r}.pt", weights_only=True) for r in (0, 1))
+    assert first.abs().max() > 0.1  # a fitted probe, not the initial head (std 0.02)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
