@@ -9,6 +9,7 @@ batches), the split, the label shares and the fine-tuning. DLPFC: pretraining on
 four slices; the classifier trains on three slices' labelled spots (500 per slice, the demo's
 subset) and is scored on the fourth, held out (seed k holds out slice k of 151673-151676).
 
+``--probe-head`` fine-tunes every arm with ``classify.probe_head`` (LP-FT).
 ``--corpus 0.1 0.3 1.0`` (DLPFC) adds the gain against the pretraining corpus: pretraining on that
 seeded share of the spots for ``--corpus-epochs`` epochs (so more spots, more steps), the same
 fine-tuning at 5% and 20% of the labels.
@@ -105,6 +106,7 @@ def main() -> None:
     p.add_argument("--corpus", type=float, nargs="*", default=[], help="dlpfc: shares of the spots to pretrain on")
     p.add_argument("--corpus-epochs", type=float, default=3.0)
     p.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder)")
+    p.add_argument("--probe-head", action="store_true", help="every arm with classify.probe_head (LP-FT)")
     a = p.parse_args()
     if a.dataset == "dlpfc" and a.archive is None:
         p.error("dlpfc needs --archive")
@@ -113,8 +115,10 @@ def main() -> None:
         root = a.work or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         config = base_config(a.dataset, root, a.archive)
+        config.classify.probe_head = a.probe_head
         scores = {seed: run_once(config, root / f"seed{seed}", seed, a.dataset, FRACTIONS) for seed in a.seeds}
-        print(f"\n{a.dataset}: pretrained against random initialization, seeds {a.seeds}; CPU: {cpu()}")
+        head = ", probe head" if a.probe_head else ""
+        print(f"\n{a.dataset}: pretrained against random initialization{head}, seeds {a.seeds}; CPU: {cpu()}")
         print(f"{'labels':>7} {'pretrained':>15} {'random init':>15} {'gain (paired)':>15}  per seed")
         for fraction in FRACTIONS:
             pre = [scores[s]["pretrained", fraction] for s in a.seeds]

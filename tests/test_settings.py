@@ -117,8 +117,5 @@ def test_the_fine_tuning_preset_fits_the_model_and_training_args_win(tmp_path):
     assert continued.classify_settings().preset == "geneformer"
     with pytest.raises(InputError, match="preset must be one of"):
         ClassifyConfig(preset="tiny")
-    assert small.preset_values()["probe_head"] and not ClassifyConfig().preset_values()["probe_head"]
-    assert not ClassifyConfig(preset="small", pooling="first").preset_values()["probe_head"]  # mean pooling only
-    assert not ClassifyConfig(preset="small", probe_head=False).preset_values()["probe_head"]
     with pytest.raises(InputError, match="probe_head needs cell classification with mean pooling"):
         ClassifyConfig(probe_head=True, pooling="first")

@@ -64,10 +64,10 @@ class GenericClassifier:
     on the top-ranked gene),
     ``class_weights`` (weight the loss by inverse class frequency; None: the preset's),
     ``probe_head`` (cells with mean pooling: start the linear head from a logistic regression on
-    the frozen model's training cells, then fine-tune, "LP-FT"; None: the preset's), ``preset``
+    the frozen model's training cells, then fine-tune, "LP-FT": for few labels), ``preset``
     (fine-tuning defaults beneath ``training_args``: ``"geneformer"``, the default, learning rate 5e-5 for 3
     epochs, for a model pretrained on a large corpus; ``"small"``, 1e-3 for 10 epochs with class
-    weights and a probe head, for a small model pretrained from scratch on the data at hand),
+    weights, for a small model pretrained from scratch on the data at hand),
     ``gene_dropout`` (cells only: the probability with which each gene of a training cell is left out, 0.1 by default, a
     regularizer that lifted PBMC macro-F1 from 0.64 to 0.69 over eight splits) and ``seed``.
 
@@ -100,7 +100,7 @@ class GenericClassifier:
         held_out_groups: list[str] | None = None,
         pooling: str = "mean",
         class_weights: bool | None = None,
-        probe_head: bool | None = None,
+        probe_head: bool = False,
         preset: str | None = None,
         gene_dropout: float | None = None,
         resources_per_trial: dict[str, float] | None = None,
@@ -310,7 +310,7 @@ class GenericClassifier:
         model_init = model_builder(self.config, checkpoint, id_class, tokenizer.get_vocab())
         collator = classification_collator(tokenizer, self.classifier_type)
         preset = self.config.preset_values()
-        callbacks = [ProbeHeadCallback(preset["class_weights"])] if preset["probe_head"] else []
+        callbacks = [ProbeHeadCallback(preset["class_weights"])] if self.config.probe_head else []
         return ClassifierTrainer(
             model_init=model_init,  # the Trainer seeds before building the model (reproducible heads)
             args=args,

@@ -187,12 +187,10 @@ class PretrainConfig:
 CLASSIFIER_TYPES = ("sequence", "token")
 # Fine-tuning defaults beneath training_args. "geneformer": the Trainer's and Geneformer's examples' learning rate, for
 # a model pretrained on a large corpus. "small": a small model pretrained from scratch on the data at hand, which
-# needs a larger learning rate, more epochs and balanced classes (two DLPFC slices: macro-F1 0.48 -> 0.73), and a
-# head started from a linear probe so that fine-tuning keeps what pretraining learned (PBMC, 5% of the labels:
-# 0.22 -> 0.35, two seeds).
+# needs a larger learning rate, more epochs and balanced classes (two DLPFC slices: macro-F1 0.48 -> 0.73).
 FINE_TUNING_PRESETS = {
-    "geneformer": {"learning_rate": 5e-5, "num_train_epochs": 3, "class_weights": False, "probe_head": False},
-    "small": {"learning_rate": 1e-3, "num_train_epochs": 10, "class_weights": True, "probe_head": True},
+    "geneformer": {"learning_rate": 5e-5, "num_train_epochs": 3, "class_weights": False},
+    "small": {"learning_rate": 1e-3, "num_train_epochs": 10, "class_weights": True},
 }
 POOLINGS = ("mean", "first")
 DEVICES = ("auto", "cpu", "cuda")  # "auto": CUDA when present
@@ -225,7 +223,7 @@ class ClassifyConfig:
     held_out_groups: list[str] | None = None  # with split_column: exactly these groups held out (e.g. one slice)
     pooling: str = "mean"  # cells: "mean" of the final hidden states, standardized; "first": BERT's head
     class_weights: bool | None = None  # weight the loss by inverse class frequency; None: the preset's
-    probe_head: bool | None = None  # cells, mean pooling: the head starts as a linear probe (LP-FT); None: preset's
+    probe_head: bool = False  # cells, mean pooling: the head starts as a linear probe (LP-FT); for few labels
     preset: str | None = None  # fine-tuning defaults: "small" or "geneformer" (None: geneformer; run: small)
     gene_dropout: float | None = None  # cells: leave out each gene with this probability in training; None: 0.1
     fast_kernels: bool = True  # stformer's CPU kernels for training and prediction (see stformer._kernels)
@@ -277,15 +275,10 @@ class ClassifyConfig:
         self.training_args = translate_training_args(self.training_args)
 
     def preset_values(self) -> dict[str, Any]:
-        """The preset's learning rate, epochs, class weights and probe head; ``class_weights``, ``probe_head`` win.
-
-        A preset's probe head applies to cells with mean pooling only.
-        """
+        """The preset's learning rate, epochs and class weights, ``class_weights`` when set overriding its own."""
         values = dict(FINE_TUNING_PRESETS[self.preset or "geneformer"])
-        values["probe_head"] &= (self.classifier_type, self.pooling) == ("sequence", "mean")
-        for name in ("class_weights", "probe_head"):
-            if getattr(self, name) is not None:
-                values[name] = getattr(self, name)
+        if self.class_weights is not None:
+            values["class_weights"] = self.class_weights
         return values
 
 
