@@ -18,6 +18,11 @@ def symbol_mapping(gene_mapping) -> dict[str, str]:
     return dict(gene_mapping if isinstance(gene_mapping, Mapping) else load_mapping_file(gene_mapping))
 
 
+def gene_symbols(gene_mapping) -> dict[str, str]:
+    """Gene id -> symbol, the inverse of :func:`symbol_mapping`; empty for None."""
+    return {gene: symbol for symbol, gene in symbol_mapping(gene_mapping).items()}
+
+
 def gene_token_ids(genes, vocab: Mapping[str, int], gene_mapping=None) -> list[int]:
     """Token ids of ``genes`` (gene ids, or symbols through ``gene_mapping``); unknown genes are an error."""
     mapping = symbol_mapping(gene_mapping)

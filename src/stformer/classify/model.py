@@ -131,10 +131,13 @@ class BertForCellClassification(BertForSequenceClassification):
         an atlas's statistics come from a random sample of 50,000 cells, a smaller dataset's from
         every cell.
         """
-        if not hasattr(self, "cell_norm"):
-            return
+        if hasattr(self, "cell_norm"):
+            self._set_statistics(pooled for pooled, _ in self.pooled_cells(batches, bf16=bf16, max_cells=max_cells))
+
+    def _set_statistics(self, cells: Iterable[torch.Tensor]) -> None:
+        """Running mean and variance from batches of pooled cells (batch, hidden), summed over processes."""
         sums = torch.zeros(3, self.config.hidden_size, dtype=torch.float64, device=self.classifier.weight.device)
-        for pooled, _ in self.pooled_cells(batches, bf16=bf16, max_cells=max_cells):  # n, sum, sum of squares
+        for pooled in cells:  # n, sum, sum of squares
             sums += torch.stack([torch.full_like(pooled[0], len(pooled)), pooled.sum(0), pooled.square().sum(0)])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(sums)
@@ -148,7 +151,7 @@ class BertForCellClassification(BertForSequenceClassification):
         """Start the linear classifier from a logistic regression on the frozen model's cells (LP-FT).
 
         Sets the standardization to the statistics of the cells in ``batches`` (labelled training
-        batches) under the current weights (:meth:`set_cell_statistics`), fits scikit-learn's
+        batches) under the current weights (as :meth:`set_cell_statistics`), fits scikit-learn's
         multinomial ``LogisticRegression`` (L2, C=1; balanced class weights when
         ``class_weights``) to their standardized mean-pooled vectors and copies its coefficients
         into ``classifier``: in evaluation the model's logits are then the regression's decision
@@ -159,8 +162,8 @@ class BertForCellClassification(BertForSequenceClassification):
         """
         from sklearn.linear_model import LogisticRegression
 
-        self.set_cell_statistics(batches, bf16=bf16)
-        cells, labels = zip(*self.pooled_cells(batches, bf16=bf16), strict=True)
+        cells, labels = zip(*self.pooled_cells(batches, bf16=bf16), strict=True)  # one pass over the cells
+        self._set_statistics(cells)
         scale = (self.cell_norm.running_var + self.cell_norm.eps).sqrt()
         features = ((torch.cat(cells) - self.cell_norm.running_mean) / scale).cpu().numpy()  # (cells, hidden)
         targets = torch.cat(labels).cpu().numpy()  # (cells,)

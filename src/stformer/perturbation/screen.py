@@ -34,7 +34,7 @@ from .._files import atomic_path, file_identity, refuse_existing
 from .._inference import open_for_inference
 from .._warnings import StformerWarning
 from ..settings import PerturbConfig
-from ..vocab import cell_frame, gene_token_ids, special_token_ids, symbol_mapping
+from ..vocab import cell_frame, gene_symbols, gene_token_ids, special_token_ids
 from .engine import cell_embeddings, perturbation_shifts
 from .plan import plan_perturbations
 from .plots import plot_screen
@@ -185,7 +185,7 @@ def _merge(work: Path, out: Path, n_chunks: int, config: PerturbConfig, vocab, o
     """Join the chunks' tables, test each gene, and write every output at once."""
     table = pd.concat([pd.read_parquet(work / _chunk_name(k)) for k in range(n_chunks)], ignore_index=True)
     genes = gene_statistics(table, config.goal_state, seed=config.seed)
-    symbols = {gene: symbol for symbol, gene in symbol_mapping(config.gene_mapping).items()}
+    symbols = gene_symbols(config.gene_mapping)
     genes.insert(1, "symbol", genes["gene"].map(lambda g: "+".join(symbols.get(x, x) for x in g.split("+"))))
     skipped = int((~table["applied"] & ~table["null"]).sum())
     with atomic_path(out, overwrite=overwrite) as tmp:
