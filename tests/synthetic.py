@@ -72,25 +72,17 @@ def planted_state_adata(
 
 
 def planted_edge_adata(
-    n_cells: int = 600, n_genes: int = 50, *, source: int = 0, target: int = 1, everywhere: bool = True, seed: int = 0
+    n_cells: int = 600, n_genes: int = 50, *, source: int = 0, target: int = 1, seed: int = 0
 ) -> ad.AnnData:
     """Gene ``target`` is expressed only in cells where gene ``source`` is high; every other gene independently.
 
-    ``source`` is expressed in every cell, "high" above its median. ``obs["state"]`` alternates
-    "A" and "B"; with ``everywhere=False`` the dependence holds in "A" cells only and ``target``
-    is expressed in 60% of the "B" cells whatever ``source`` does (an edge of state A alone).
-    ``obs["shuffled"]`` holds the states permuted.
+    ``source`` is expressed in every cell, "high" above its median.
     """
     rng = np.random.default_rng(seed)
-    state = np.where(np.arange(n_cells) % 2 == 0, "A", "B")
     counts = rng.negative_binomial(2, 0.3, (n_cells, n_genes)).astype(np.float32) + 1
     counts *= rng.random((n_cells, n_genes)) < 0.6  # each gene detected in 60% of the cells
     counts[:, source] = rng.negative_binomial(2, 0.3, n_cells) + 1
     high = counts[:, source] > np.median(counts[:, source])
-    dependent = np.ones(n_cells, dtype=bool) if everywhere else state == "A"
-    counts[dependent, target] = np.where(high[dependent], rng.negative_binomial(2, 0.3, int(dependent.sum())) + 1, 0)
-    obs = pd.DataFrame(
-        {"state": pd.Categorical(state), "shuffled": pd.Categorical(rng.permutation(state))},
-        index=[f"cell{i}" for i in range(n_cells)],
-    )
+    counts[:, target] = np.where(high, rng.negative_binomial(2, 0.3, n_cells) + 1, 0)
+    obs = pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)])
     return ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=gene_names(n_genes)))

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 from scipy.stats import kstest, spearmanr
-from synthetic import planted_edge_adata
+from synthetic import gene_names, planted_edge_adata, planted_state_adata
 
 from stformer import network
 from stformer.cli import main
 from stformer.network.attention import GeneSums
-from stformer.network.statistics import coexpression, differential_test, overlap
+from stformer.network.statistics import coexpression, differential_test, most_significant, overlap
 
 
 def test_attention_is_summed_by_gene_identity_not_position():
@@ -98,18 +98,26 @@ def test_differential_p_values_are_uniform_under_the_null_and_small_for_a_plante
         assert kstest(shuffled[1:], "uniform").pvalue > 0.01
 
 
-def _planted_model(root, *, everywhere: bool):
-    """Tokens of a planted world and a tiny model pretrained on them through the CLI."""
-    planted_edge_adata(everywhere=everywhere).write_h5ad(root / "cells.h5ad")
-    files = {name: str(root / name) for name in ("cells.h5ad", "medians.json", "vocab.json", "tokens", "pre")}
+def _tokenized(adata, root, columns: str = ""):
+    """Tokens of ``adata`` made through the CLI, with the metadata ``columns`` (comma-separated) kept."""
+    root.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(root / "cells.h5ad")
+    files = {name: str(root / name) for name in ("cells.h5ad", "medians.json", "vocab.json", "tokens")}
     assert main(["medians", files["cells.h5ad"], "--out", files["medians.json"], "--method", "exact", "--quiet"]) == 0
     assert main(["vocab", "--medians", files["medians.json"], "--out", files["vocab.json"]]) == 0
     tokenize = ["tokenize", files["cells.h5ad"], "--medians", files["medians.json"], "--vocab", files["vocab.json"]]
-    assert main([*tokenize, "--out", files["tokens"], "--metadata-columns", "state,shuffled", "--quiet"]) == 0
+    kept = ["--metadata-columns", columns] if columns else []
+    assert main([*tokenize, "--out", files["tokens"], *kept, "--quiet"]) == 0
+    return root / "tokens"
+
+
+def _planted_model(root):
+    """Tokens of the planted world and a tiny model pretrained on them through the CLI."""
+    tokens = _tokenized(planted_edge_adata(), root)
     shape = ["--num-layers", "2", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64"]
     training = ["--epochs", "30", "--batch-size", "16", "--learning-rate", "0.001", "--bf16", "false"]
-    assert main(["pretrain", files["tokens"], "--out", files["pre"], *shape, *training, "--quiet"]) == 0
-    return root / "tokens", root / "pre" / "pretrain" / "model"
+    assert main(["pretrain", str(tokens), "--out", str(root / "pre"), *shape, *training, "--quiet"]) == 0
+    return tokens, root / "pre" / "pretrain" / "model"
 
 
 PLANTED = ("ENSG00000000000", "ENSG00000000001")
@@ -122,7 +130,7 @@ def _rank_of_planted(edges: pd.DataFrame) -> int:
 
 @pytest.mark.slow
 def test_a_planted_edge_ranks_in_the_top_percent_of_edges(tmp_path):
-    tokens, model = _planted_model(tmp_path, everywhere=True)
+    tokens, model = _planted_model(tmp_path)
     out = tmp_path / "net"
     assert main(["network", str(tokens), "--model", str(model), "--out", str(out), "--min-cells", "5", "--quiet"]) == 0
     edges = pd.read_csv(out / "edges.csv")
@@ -137,20 +145,105 @@ def test_a_planted_edge_ranks_in_the_top_percent_of_edges(tmp_path):
     assert (out / "network.png").stat().st_size > 10_000
 
 
-@pytest.fixture(scope="module")
-def state_world(tmp_path_factory):
-    return _planted_model(tmp_path_factory.mktemp("states"), everywhere=False)
+MARKER, TARGET, SOURCE = gene_names(3)  # the state marker (state "A" cells only), the planted edge SOURCE -> TARGET
+
+
+def _state_gated_model(vocab: dict, path, seed: int = 0):
+    """A 2-layer BERT whose second layer attends from SOURCE to TARGET only in the cells that hold MARKER.
+
+    A tiny model pretrained on synthetic states does not learn attention that depends on the cell's
+    state (docs/guide/network.md), so the state-specific edge is planted in the weights. Hidden
+    states are sums of orthonormal directions with zero mean (LayerNorm then only rescales them).
+    Layer 1: only SOURCE queries MARKER's key and reads a flag from MARKER's value; its feed-forward
+    unit, relu(flag - 1.5), fires for SOURCE in marked cells alone and writes a gate direction.
+    Layer 2: the gate queries TARGET's key, on top of small random attention between gene identities
+    (so every edge varies from cell to cell).
+    """
+    from transformers import BertConfig, BertModel
+
+    from stformer.checkpoints import save_model_folder
+
+    hidden = 32
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=1, intermediate_size=4,
+        hidden_act="relu", max_position_embeddings=256, pad_token_id=vocab["<pad>"], hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    model = BertModel(config, add_pooling_layer=False)
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(np.c_[np.ones(hidden), rng.normal(size=(hidden, hidden - 1))])[0][:, 1:]  # mean-zero columns
+    one, marker, target, source, flag, gate = torch.tensor(basis[:, :6].T, dtype=torch.float32)  # each (hidden,)
+    identities = torch.tensor(basis[:, 6:14], dtype=torch.float32)  # (hidden, 8)
+
+    def random_map() -> torch.Tensor:  # (hidden, hidden): small random reading of the gene identities
+        return torch.tensor(rng.normal(size=(hidden, 8)) * 0.25, dtype=torch.float32) @ identities.T
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        for name, parameter in model.named_parameters():
+            if "LayerNorm.weight" in name:
+                parameter.fill_(1.0)
+        words = one + torch.tensor(rng.normal(size=(len(vocab), 8)) * 0.5, dtype=torch.float32) @ identities.T
+        for gene, direction in ((MARKER, marker), (TARGET, target), (SOURCE, source)):
+            words[vocab[gene]] += direction
+        model.embeddings.word_embeddings.weight.copy_(words)  # (vocab, hidden)
+        first, second = model.encoder.layer
+        first.attention.self.query.weight.copy_(3.0 * torch.outer(flag, source))
+        first.attention.self.key.weight.copy_(3.0 * torch.outer(flag, marker))
+        first.attention.self.value.weight.copy_(torch.outer(flag, marker))
+        first.attention.output.dense.weight.copy_(torch.eye(hidden))
+        first.intermediate.dense.weight[0].copy_(flag)
+        first.intermediate.dense.bias[0] = -1.5
+        first.output.dense.weight[:, 0].copy_(2.0 * gate)
+        second.attention.self.query.weight.copy_(2.0 * torch.outer(flag, gate) + random_map())
+        second.attention.self.key.weight.copy_(2.0 * torch.outer(flag, target) + random_map())
+    save_model_folder(model, path, vocab)
+    return path
+
+
+def _gated_world(root, seed: int, shuffles: int = 1):
+    """Cells of two states told apart by MARKER (independent genes otherwise), and the state-gated model."""
+    columns = ",".join(["state", *(f"shuffled_{k}" for k in range(1, shuffles + 1))])
+    tokens = _tokenized(planted_state_adata(400, seed=seed, shuffles=shuffles), root, columns)
+    return tokens, _state_gated_model(json.loads((tokens / "vocab.json").read_text()), root / "model")
 
 
 @pytest.mark.slow
-def test_shuffled_states_give_uniform_p_values(state_world, tmp_path):
-    tokens, model = state_world
-    edges = network(model, tokens, tmp_path / "net", state_column="shuffled", states=["A", "B"], min_cells=5,
-                    tested_edges=200, permutations=2000, progress=False)  # fmt: skip
-    p = edges["p_value"].dropna()
-    assert len(p) == 200
-    assert kstest(p, "uniform").pvalue > 0.01
-    assert (edges["fdr"] < 0.05).sum() == 0
+def test_a_planted_edge_of_one_state_is_the_top_differential_edge(tmp_path):
+    for seed in range(3):
+        tokens, model = _gated_world(tmp_path / str(seed), seed)
+        out = tmp_path / str(seed) / "net"
+        states = ["--state-column", "state", "--states", "A,B", "--layers", "1", "--min-cells", "5"]
+        assert main(["network", str(tokens), "--model", str(model), "--out", str(out), *states, "--quiet"]) == 0
+        edges = pd.read_csv(out / "edges.csv")
+        tested = edges.dropna(subset=["p_value"])
+        planted = tested[(tested["source"] == SOURCE) & (tested["target"] == TARGET)].iloc[0]
+        assert planted["p_value"] == tested["p_value"].min() and planted["fdr"] < 0.05
+        assert abs(planted["difference"]) == tested["difference"].abs().max()  # the largest change of all
+        assert planted["weight_A"] > 2 * planted["weight_B"]
+        assert planted["difference"] == pytest.approx(planted["weight_A"] - planted["weight_B"])
+        assert tuple(most_significant(edges).iloc[0][["source", "target"]]) == (SOURCE, TARGET)
+
+
+@pytest.mark.slow
+def test_shuffled_states_give_uniform_p_values(tmp_path):
+    # the unit of replication is the relabelling: the p-values of edges sharing a gene move together
+    # within one shuffle, so uniformity is asserted over ten shuffles pooled
+    shuffles = 10
+    tokens, model = _gated_world(tmp_path, 0, shuffles)
+    p_values, with_discoveries = [], 0
+    for k in range(1, shuffles + 1):
+        states = {"state_column": f"shuffled_{k}", "states": ["A", "B"], "layers": [1], "min_cells": 5}
+        edges = network(model, tokens, tmp_path / f"net{k}", **states, tested_edges=100, permutations=1000, seed=k,
+                        progress=False)  # fmt: skip
+        p_values.append(edges["p_value"].dropna().to_numpy())
+        with_discoveries += bool((edges["fdr"] < 0.05).any())
+    pooled = np.concatenate(p_values)
+    assert len(pooled) == 100 * shuffles
+    assert kstest(pooled, "uniform").pvalue > 0.01
+    assert 0.02 < (pooled < 0.05).mean() < 0.08
+    assert with_discoveries <= 1  # BH at 0.05 under the global null: a discovery in at most ~5% of shuffles
 
 
 def _two_genes_never_together(tokens) -> list[str]:

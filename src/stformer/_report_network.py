@@ -13,6 +13,8 @@ def network_lines(config, folder: Path, report: Path, top: int = 10) -> list[str
     """The summary's network section (its figure copied beside it); nothing when the run has no network."""
     import pandas as pd
 
+    from .network.statistics import most_significant
+
     if config.network is None or not (folder / f"{EDGES_TABLE}.csv").exists():
         return []
     edges = pd.read_csv(folder / f"{EDGES_TABLE}.csv")
@@ -41,7 +43,7 @@ def network_lines(config, folder: Path, report: Path, top: int = 10) -> list[str
     if "p_value" not in edges:
         return lines
     first, second = config.network.states
-    tested = edges.dropna(subset=["p_value"]).sort_values(["p_value", "fdr"]).head(top)
+    tested = most_significant(edges).head(top)
     return [
         *lines,
         f"Differential, `{first}` minus `{second}`: {int((edges['fdr'] < 0.05).sum())} of "

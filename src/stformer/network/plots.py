@@ -9,6 +9,7 @@ import pandas as pd
 
 from .._figures import new_figure, save_figure
 from ..settings import NetworkConfig
+from .statistics import most_significant
 
 DRAWN_EDGES = 40  # edges per panel: readable at a glance
 
@@ -22,11 +23,10 @@ def plot_network(edges: pd.DataFrame, coexpression: pd.DataFrame, config: Networ
     panels = [("attention: strongest edges", edges.head(DRAWN_EDGES), "weight", True)]
     panels.append(("co-expression (Spearman): strongest pairs", _by_strength(coexpression), "weight", False))
     if config.states:
-        tested = edges.dropna(subset=["p_value"]).sort_values(["p_value", "difference"], key=_p_then_size)
         panels.append(
             (
                 f"differential: {config.states[0]} (red) vs {config.states[1]} (blue)",
-                tested.head(DRAWN_EDGES),
+                most_significant(edges).head(DRAWN_EDGES),
                 "difference",
                 True,
             )
@@ -39,10 +39,6 @@ def plot_network(edges: pd.DataFrame, coexpression: pd.DataFrame, config: Networ
 
 def _by_strength(table: pd.DataFrame) -> pd.DataFrame:
     return table.iloc[np.argsort(-table["weight"].abs().to_numpy(), kind="stable")[:DRAWN_EDGES]]
-
-
-def _p_then_size(column: pd.Series) -> pd.Series:
-    return column if column.name == "p_value" else -column.abs()
 
 
 def _draw(axis, shown: pd.DataFrame, column: str, directed: bool, title: str) -> None:

@@ -13,6 +13,7 @@ and Benjamini-Hochberg FDR over the tested edges controls the false discoveries 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import false_discovery_control, rankdata
 
@@ -52,6 +53,16 @@ def differential_test(
     p = (1 + exceed) / (1 + permutations)
     p[np.isnan(observed)] = np.nan
     return observed, p
+
+
+def most_significant(edges: pd.DataFrame) -> pd.DataFrame:
+    """The tested edges of a differential network, most significant first: by p-value, ties by larger |difference|.
+
+    Permutation p-values tie at their floor ``1 / (1 + permutations)``, so among equally
+    significant edges the larger change comes first.
+    """
+    tested = edges.dropna(subset=["p_value"])
+    return tested.iloc[np.lexsort((-tested["difference"].abs().to_numpy(), tested["p_value"].to_numpy()))]
 
 
 def fdr(p: np.ndarray) -> np.ndarray:
