@@ -1,14 +1,11 @@
 import json
-import os
 import pickle
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset, load_from_disk
+from launch import two_processes
 from transformers import BertConfig, BertModel, TrainingArguments
 
 from stformer import GenericClassifier, load_token_dictionary, predict_from_checkpoint
@@ -234,18 +231,7 @@ def test_two_processes_share_the_predictions_and_write_them_in_dataset_order(pre
     clf.train(str(pretrained), data_path, str(tmp_path / "run"))
     args = ["classify", "predict", "--model", str(tmp_path / "run" / "model"), "--data", str(cells)]
     args += ["--forward-batch-size", "5"]  # 160 cells: uneven batches over the two ranks
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
-    proc = subprocess.run(
-        [*launcher, "-m", "stformer.cli", *args, "--out", str(tmp_path / "two")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    two_processes("-m", "stformer.cli", *args, "--out", str(tmp_path / "two"))
     two = json.loads((tmp_path / "two" / "predictions.json").read_text())
     assert two == predict_from_checkpoint(str(tmp_path / "run" / "model"), str(cells), batch_size=5)
     assert len(two) == len(load_from_disk(str(cells)))
@@ -547,18 +533,7 @@ dist.destroy_process_group()
 def test_every_process_of_a_distributed_run_takes_the_first_processs_probe_head(pretrained, tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(PROBE_ON_TWO_RANKS)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
-    proc = subprocess.run(
-        [*launcher, str(script), str(pretrained), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    two_processes(str(script), str(pretrained), str(tmp_path))
     first, second = (torch.load(tmp_path / f"head{r}.pt", weights_only=True) for r in (0, 1))
     assert first.abs().max() > 0.1  # a fitted probe, not the initial head (std 0.02)
     torch.testing.assert_close(first, second, rtol=0, atol=0)

@@ -1,13 +1,9 @@
-import os
-import socket
-import subprocess
-import sys
-
 import anndata as ad
 import numpy as np
 import pytest
 import torch
 from datasets import load_from_disk
+from launch import two_processes
 from transformers import BertModel
 
 from stformer import embed, read_embeddings, write_embeddings
@@ -81,18 +77,7 @@ def test_embeddings_written_to_a_folder_equal_those_in_memory(pretrained, token_
 def test_two_processes_share_the_batches_and_write_one_result(pretrained, token_dataset, tmp_path):
     args = ["embed", str(token_dataset), "--model", str(pretrained), "--genes", "--bf16", "false", "--batch-size", "16"]
     assert main([*args, "--out", str(tmp_path / "one"), "--quiet"]) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
-    proc = subprocess.run(
-        [*launcher, "-m", "stformer.cli", *args, "--out", str(tmp_path / "two"), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    two_processes("-m", "stformer.cli", *args, "--out", str(tmp_path / "two"), "--quiet")
     one, two = read_embeddings(tmp_path / "one"), read_embeddings(tmp_path / "two")
     assert sorted(one) == sorted(two) == ["cell_ids", "cells", "gene_tokens", "genes"]
     for name in ("cell_ids", "gene_tokens"):

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from launch import two_processes
 from scipy.stats import kstest, spearmanr
 from synthetic import gene_names, planted_edge_adata, planted_state_adata
 
@@ -244,6 +245,24 @@ def test_shuffled_states_give_uniform_p_values(tmp_path):
     assert kstest(pooled, "uniform").pvalue > 0.01
     assert 0.02 < (pooled < 0.05).mean() < 0.08
     assert with_discoveries <= 1  # BH at 0.05 under the global null: a discovery in at most ~5% of shuffles
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_cells_and_reduce_one_network(pretrained, token_dataset, tmp_path):
+    args = ["network", str(token_dataset), "--model", str(pretrained), "--state-column", "cell_type", "--states", "T,B"]
+    args += ["--min-cells", "3", "--tested-edges", "50", "--permutations", "1000", "--batch-size", "8"]
+    args += ["--bf16", "false"]
+    assert main([*args, "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    two_processes("-m", "stformer.cli", *args, "--out", str(tmp_path / "two"), "--quiet")
+    one, two = (pd.read_csv(tmp_path / name / "edges.csv").set_index(["source", "target"]) for name in ("one", "two"))
+    assert len(one) == len(two) > 1000 and one.index.sort_values().equals(two.index.sort_values())
+    two = two.loc[one.index]
+    for column in ("n_cells", "n_cells_T", "n_cells_B"):  # every cell counted once over the two ranks
+        np.testing.assert_array_equal(two[column], one[column])
+    for column in ("weight", "weight_T", "weight_B", "difference"):  # batches differ: equal up to rounding
+        np.testing.assert_allclose(two[column], one[column], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(two["p_value"], one["p_value"], atol=2e-3)
+    assert one["p_value"].notna().sum() > 40  # of the 50 tested, those present in both states
 
 
 def _two_genes_never_together(tokens) -> list[str]:

@@ -1,15 +1,13 @@
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from datasets import Dataset, load_from_disk
+from launch import two_processes
 from scipy.stats import kstest
 from transformers import BertConfig, BertModel
 
@@ -322,17 +320,6 @@ def test_two_processes_share_the_cells_and_merge_one_result(pretrained, token_da
         "2",
     ]
     assert main(["perturb", *args, "--out", str(tmp_path / "one")]) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
-    proc = subprocess.run(
-        [*launcher, "-m", "stformer.cli", "perturb", *args, "--out", str(tmp_path / "two")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    two_processes("-m", "stformer.cli", "perturb", *args, "--out", str(tmp_path / "two"))
     one, two = (pd.read_parquet(tmp_path / name / "cells.parquet") for name in ("one", "two"))
     pd.testing.assert_frame_equal(one, two)

@@ -1,15 +1,13 @@
 import json
 import pickle
 import shutil
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from conftest import TINY_MODEL
 from datasets import Dataset, load_from_disk
+from launch import two_processes
 from safetensors.torch import load_file
 from torch.utils.data import RandomSampler
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertForMaskedLM, TrainingArguments
@@ -207,51 +205,13 @@ def test_pretrain_rejects_too_long_examples(token_dataset, tmp_path):
         pretrain(token_dataset, tmp_path, max_length=8, **FAST)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(token_dataset, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(_free_port()),
-        "-m",
-        "stformer.cli",
-        "pretrain",
-        str(token_dataset),
-        "--out",
-        str(tmp_path),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--num-layers",
-        "2",
-        "--hidden-size",
-        "32",
-        "--num-heads",
-        "2",
-        "--intermediate-size",
-        "64",
-        "--bf16",
-        "false",
-    ]
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    shape = ["--num-layers", "2", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64"]
+    two_processes(
+        "-m", "stformer.cli", "pretrain", str(token_dataset), "--out", str(tmp_path), "--epochs", "1", "--batch-size",
+        "8", *shape, "--bf16", "false",
+    )  # fmt: skip
     summary = json.loads((tmp_path / "pretrain" / "logging" / "summary.json").read_text())
     assert summary["global_step"] == 10  # 160 cells / (8 per process x 2 processes)
     assert (tmp_path / "pretrain" / "model" / "model.safetensors").exists()
