@@ -112,11 +112,12 @@ def _tokenized(adata, root, columns: str = ""):
     return root / "tokens"
 
 
-def _planted_model(root):
-    """Tokens of the planted world and a tiny model pretrained on them through the CLI."""
-    tokens = _tokenized(planted_edge_adata(), root)
+def _planted_model(root, seed: int):
+    """Tokens of the planted world and a tiny model pretrained on them through the CLI (data and training seeded)."""
+    tokens = _tokenized(planted_edge_adata(seed=seed), root)
     shape = ["--num-layers", "2", "--hidden-size", "32", "--num-heads", "2", "--intermediate-size", "64"]
     training = ["--epochs", "30", "--batch-size", "16", "--learning-rate", "0.001", "--bf16", "false"]
+    training += ["--seed", str(seed)]
     assert main(["pretrain", str(tokens), "--out", str(root / "pre"), *shape, *training, "--quiet"]) == 0
     return tokens, root / "pre" / "pretrain" / "model"
 
@@ -131,18 +132,22 @@ def _rank_of_planted(edges: pd.DataFrame) -> int:
 
 @pytest.mark.slow
 def test_a_planted_edge_ranks_in_the_top_percent_of_edges(tmp_path):
-    tokens, model = _planted_model(tmp_path)
-    out = tmp_path / "net"
-    assert main(["network", str(tokens), "--model", str(model), "--out", str(out), "--min-cells", "5", "--quiet"]) == 0
-    edges = pd.read_csv(out / "edges.csv")
-    assert len(edges) == 50 * 49  # every ordered pair of the 50 genes
-    # every gene attends to A, the gene that tells whether B is there: B -> A sits inside that block
-    # (ranks 20-24 of 2,450 in three trainings), so the pair is asserted within the top 2%
-    assert _rank_of_planted(edges) < 0.02 * len(edges)
-    incoming = edges.groupby("target")["weight"].mean()
-    assert incoming.idxmax() == PLANTED[0]
-    baseline = pd.read_csv(out / "coexpression_edges.csv")
-    assert set(baseline.iloc[0][["source", "target"]]) == set(PLANTED)  # co-expression finds it too
+    ranks = []
+    for seed in range(3):
+        tokens, model = _planted_model(tmp_path / str(seed), seed)
+        out = tmp_path / str(seed) / "net"
+        arguments = ["network", str(tokens), "--model", str(model), "--out", str(out), "--min-cells", "5"]
+        assert main([*arguments, "--quiet"]) == 0
+        edges = pd.read_csv(out / "edges.csv")
+        assert len(edges) == 50 * 49  # every ordered pair of the 50 genes
+        ranks.append(_rank_of_planted(edges))
+        # every gene attends to A, the gene that tells whether B is there; the A-B pair sits high in that block
+        incoming = edges.groupby("target")["weight"].mean()
+        assert incoming.idxmax() == PLANTED[0]
+        baseline = pd.read_csv(out / "coexpression_edges.csv")
+        assert set(baseline.iloc[0][["source", "target"]]) == set(PLANTED)  # co-expression finds it too
+    # measured (seeds 0-2): ranks 0, 3 and 29 of 2,450: top 1% over seeds, each seed within the top 2%
+    assert np.median(ranks) < 0.01 * len(edges) and max(ranks) < 0.02 * len(edges)
     assert (out / "network.png").stat().st_size > 10_000
 
 
