@@ -216,12 +216,14 @@ def _gated_world(root, seed: int, shuffles: int = 1):
 
 
 @pytest.mark.slow
-def test_a_planted_edge_of_one_state_is_the_top_differential_edge(tmp_path):
+def test_a_planted_edge_of_one_state_is_the_top_differential_edge(tmp_path, capsys):
     for seed in range(3):
         tokens, model = _gated_world(tmp_path / str(seed), seed)
         out = tmp_path / str(seed) / "net"
         states = ["--state-column", "state", "--states", "A,B", "--layers", "1", "--min-cells", "5"]
+        capsys.readouterr()
         assert main(["network", str(tokens), "--model", str(model), "--out", str(out), *states, "--quiet"]) == 0
+        printed = capsys.readouterr().out.splitlines()
         edges = pd.read_csv(out / "edges.csv")
         tested = edges.dropna(subset=["p_value"])
         planted = tested[(tested["source"] == SOURCE) & (tested["target"] == TARGET)].iloc[0]
@@ -230,6 +232,8 @@ def test_a_planted_edge_of_one_state_is_the_top_differential_edge(tmp_path):
         assert planted["weight_A"] > 2 * planted["weight_B"]
         assert planted["difference"] == pytest.approx(planted["weight_A"] - planted["weight_B"])
         assert tuple(most_significant(edges).iloc[0][["source", "target"]]) == (SOURCE, TARGET)
+        header = next(k for k, line in enumerate(printed) if line.startswith("most significant differences, A minus B"))
+        assert printed[header + 2].split()[:2] == [SOURCE, TARGET]  # the summary's table: column names, then S -> T
 
 
 @pytest.mark.slow

@@ -151,19 +151,18 @@ def _perturb(args: argparse.Namespace) -> None:
 
 def _network(args: argparse.Namespace) -> None:
     from .network import network
+    from .network.statistics import most_significant
 
-    edges = network(
-        args.model,
-        args.data,
-        args.out,
-        config_from_cli(NetworkConfig, args, args.config),
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
-    shown = [
-        c for c in ("source_symbol", "target_symbol", "weight", "n_cells", "difference", "p_value", "fdr") if c in edges
-    ]
-    print(edges[shown].head(20).to_string(index=False))
+    config = config_from_cli(NetworkConfig, args, args.config)
+    edges = network(args.model, args.data, args.out, config, overwrite=args.overwrite, progress=not args.quiet)
+    print(edges[["source_symbol", "target_symbol", "weight", "n_cells"]].head(20).to_string(index=False))
+    if config.states:
+        first, second = config.states
+        discoveries = f"{int((edges['fdr'] < 0.05).sum())} of {int(edges['p_value'].notna().sum())} tested"
+        print(f"most significant differences, {first} minus {second} ({discoveries} at FDR < 0.05):")
+        shown = ["source_symbol", "target_symbol", f"weight_{first}", f"weight_{second}", "difference"]
+        shown += ["p_value", "fdr"]
+        print(most_significant(edges)[shown].head(10).to_string(index=False))
     shared = edges.attrs["overlap"]
     print(f"the {shared['k']} strongest attention and co-expression gene pairs share {shared['shared']} "
           f"({shared['expected']} expected by chance)")  # fmt: skip
