@@ -99,6 +99,19 @@ def test_differential_p_values_are_uniform_under_the_null_and_small_for_a_plante
         assert kstest(shuffled[1:], "uniform").pvalue > 0.01
 
 
+def test_differential_p_values_do_not_depend_on_how_many_relabellings_are_held_at_once(monkeypatch):
+    from stformer.network import statistics
+
+    rng = np.random.default_rng(4)
+    values, present = rng.gamma(2.0, 1.0, (300, 40)), rng.random((300, 40)) < 0.7
+    first = rng.permutation(np.arange(300) < 120)
+    whole = differential_test(values, present, first, 3000, 1)
+    monkeypatch.setattr(statistics, "LABEL_BUDGET", 300 * 7)  # blocks of 7 relabellings instead of 1,000
+    pieces = differential_test(values, present, first, 3000, 1)
+    np.testing.assert_array_equal(pieces[0], whole[0])
+    np.testing.assert_array_equal(pieces[1], whole[1])
+
+
 def _tokenized(adata, root, columns: str = ""):
     """Tokens of ``adata`` made through the CLI, with the metadata ``columns`` (comma-separated) kept."""
     root.mkdir(parents=True, exist_ok=True)

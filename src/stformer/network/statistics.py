@@ -17,7 +17,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.stats import false_discovery_control, rankdata
 
-PERMUTATION_BLOCK = 1000  # relabellings per matrix product
+PERMUTATION_BLOCK = 1000  # relabellings per matrix product, at most
+LABEL_BUDGET = 2**24  # relabellings x cells held at once: 128 MB in float64, whatever the number of cells
 
 
 def differential_test(
@@ -46,8 +47,9 @@ def differential_test(
     observed = difference(first[None].astype(np.float64))[0]  # (edges,)
     rng = np.random.default_rng(seed)
     exceed = np.zeros(len(observed))
-    for start in range(0, permutations, PERMUTATION_BLOCK):
-        n = min(PERMUTATION_BLOCK, permutations - start)
+    block = max(1, min(PERMUTATION_BLOCK, LABEL_BUDGET // len(first)))
+    for start in range(0, permutations, block):
+        n = min(block, permutations - start)
         labels = rng.permuted(np.tile(first.astype(np.float64), (n, 1)), axis=1)  # (n, cells)
         exceed += (np.abs(difference(labels)) >= np.abs(observed) * (1 - 1e-12)).sum(0)
     p = (1 + exceed) / (1 + permutations)
