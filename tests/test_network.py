@@ -247,6 +247,8 @@ def test_a_planted_edge_of_one_state_is_the_top_differential_edge(tmp_path, caps
         assert tuple(most_significant(edges).iloc[0][["source", "target"]]) == (SOURCE, TARGET)
         header = next(k for k, line in enumerate(printed) if line.startswith("most significant differences, A minus B"))
         assert printed[header + 2].split()[:2] == [SOURCE, TARGET]  # the summary's table: column names, then S -> T
+        found = f"({(tested['fdr'] < 0.05).sum()} of {len(tested)} tested edges at FDR < 0.05)"
+        assert printed[header].endswith(f"{found}:")
 
 
 @pytest.mark.slow

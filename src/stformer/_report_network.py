@@ -13,7 +13,7 @@ def network_lines(config, folder: Path, report: Path, top: int = 10) -> list[str
     """The summary's network section (its figure copied beside it); nothing when the run has no network."""
     import pandas as pd
 
-    from .network.statistics import most_significant
+    from .network.statistics import discoveries, most_significant
 
     if config.network is None or not (folder / f"{EDGES_TABLE}.csv").exists():
         return []
@@ -46,8 +46,7 @@ def network_lines(config, folder: Path, report: Path, top: int = 10) -> list[str
     tested = most_significant(edges).head(top)
     return [
         *lines,
-        f"Differential, `{first}` minus `{second}`: {int((edges['fdr'] < 0.05).sum())} of "
-        f"{int(edges['p_value'].notna().sum())} tested edges with FDR < 0.05 (permutations of the cells' states, "
+        f"Differential, `{first}` minus `{second}`: {discoveries(edges)} (permutations of the cells' states, "
         "Benjamini-Hochberg). Most significant:",
         "",
         f"| source | target | {first} | {second} | difference | p | FDR |",

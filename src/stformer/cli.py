@@ -151,15 +151,14 @@ def _perturb(args: argparse.Namespace) -> None:
 
 def _network(args: argparse.Namespace) -> None:
     from .network import network
-    from .network.statistics import most_significant
+    from .network.statistics import discoveries, most_significant
 
     config = config_from_cli(NetworkConfig, args, args.config)
     edges = network(args.model, args.data, args.out, config, overwrite=args.overwrite, progress=not args.quiet)
     print(edges[["source_symbol", "target_symbol", "weight", "n_cells"]].head(20).to_string(index=False))
     if config.states:
         first, second = config.states
-        discoveries = f"{int((edges['fdr'] < 0.05).sum())} of {int(edges['p_value'].notna().sum())} tested"
-        print(f"most significant differences, {first} minus {second} ({discoveries} at FDR < 0.05):")
+        print(f"most significant differences, {first} minus {second} ({discoveries(edges)}):")
         shown = ["source_symbol", "target_symbol", f"weight_{first}", f"weight_{second}", "difference"]
         shown += ["p_value", "fdr"]
         print(most_significant(edges)[shown].head(10).to_string(index=False))

@@ -23,6 +23,11 @@ def gene_symbols(gene_mapping) -> dict[str, str]:
     return {gene: symbol for symbol, gene in symbol_mapping(gene_mapping).items()}
 
 
+def token_names(vocab: Mapping[str, int]) -> dict[int, str]:
+    """Token id -> gene identifier (or special token), the inverse of the dictionary."""
+    return {i: name for name, i in vocab.items()}
+
+
 def gene_token_ids(genes, vocab: Mapping[str, int], gene_mapping=None) -> list[int]:
     """Token ids of ``genes`` (gene ids, or symbols through ``gene_mapping``); unknown genes are an error."""
     mapping = symbol_mapping(gene_mapping)

@@ -29,7 +29,7 @@ from .._errors import InputError
 from .._files import atomic_path, refuse_existing
 from .._inference import open_for_inference
 from ..settings import InputOptions, NetworkConfig
-from ..vocab import gene_symbols, gene_token_ids, special_token_ids
+from ..vocab import gene_symbols, gene_token_ids, special_token_ids, token_names
 from .attention import GeneSums, attention_layers, cell_attention
 from .plots import plot_network
 from .statistics import coexpression, differential_test, fdr, overlap
@@ -211,7 +211,7 @@ def _attention_batches(sequences, config: NetworkConfig, reading: dict, progress
 
 def _named(frame: pd.DataFrame, source: np.ndarray, target: np.ndarray, genes, vocab, config) -> pd.DataFrame:
     """``frame`` with source and target gene ids and symbols in front (rows of the genes array)."""
-    names = {i: g for g, i in vocab.items()}
+    names = token_names(vocab)
     symbols = gene_symbols(config.gene_mapping)
     ids = [np.asarray([names[int(genes[r])] for r in side], dtype=object) for side in (source, target)]
     front = pd.DataFrame(

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from scipy.stats import false_discovery_control, rankdata
 
 PERMUTATION_BLOCK = 1000  # relabellings per matrix product, at most
+FDR_LEVEL = 0.05  # an edge whose FDR is below this is a discovery
 LABEL_BUDGET = 2**24  # relabellings x cells held at once: 128 MB in float64, whatever the number of cells
 
 
@@ -65,6 +66,12 @@ def most_significant(edges: pd.DataFrame) -> pd.DataFrame:
     """
     tested = edges.dropna(subset=["p_value"])
     return tested.iloc[np.lexsort((-tested["difference"].abs().to_numpy(), tested["p_value"].to_numpy()))]
+
+
+def discoveries(edges: pd.DataFrame) -> str:
+    """``"<n> of <tested> tested edges at FDR < 0.05"``: the differential network's discoveries in words."""
+    found, tested = int((edges["fdr"] < FDR_LEVEL).sum()), int(edges["p_value"].notna().sum())
+    return f"{found} of {tested} tested edges at FDR < {FDR_LEVEL}"
 
 
 def fdr(p: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from .._files import atomic_path, file_identity, refuse_existing
 from .._inference import open_for_inference
 from .._warnings import StformerWarning
 from ..settings import PerturbConfig
-from ..vocab import cell_frame, gene_symbols, gene_token_ids, special_token_ids
+from ..vocab import cell_frame, gene_symbols, gene_token_ids, special_token_ids, token_names
 from .engine import cell_embeddings, perturbation_shifts
 from .plan import plan_perturbations
 from .plots import plot_screen
@@ -153,7 +153,7 @@ def _screen_chunk(model, part: Dataset, rows, wanted, anchor, config: PerturbCon
         frame=reading["frame"],
         similarity=config.similarity,
     )
-    gene_of = {i: g for g, i in vocab.items()}
+    gene_of = token_names(vocab)
     label = ["+".join(gene_of[g] for g in p.genes) for p in plan["perturbation"]]
     per_gene = shifts.pop("gene_shifts", None)
     table = pd.DataFrame(
